@@ -99,15 +99,11 @@ def download_callback(progress: Progress, label: str):
 ScaleOpt = Annotated[int, typer.Option("-s", "--scale", help="Upscaling factor.", show_default=True)]
 ModelOpt = Annotated[
     str,
-    typer.Option(
-        "-m", "--model", help="Built-in model: drn-s, drn-l (or a full name, see `drn weights list`)."
-    ),
+    typer.Option("-m", "--model", help="Built-in model: drn-s, drn-l (or a full name, see `drn weights list`)."),
 ]
 WeightsOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional here on Python 3.10
-    typer.Option(
-        "--weights", help="Use a local .pt/.pth/.safetensors model file (or converted folder) instead."
-    ),
+    typer.Option("--weights", help="Use a local .pt/.pth/.safetensors model file (or converted folder) instead."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 HubRepoOpt = Annotated[
@@ -119,9 +115,7 @@ HubRepoOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or messages.")]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Machine-readable results on stdout, one JSON object per line.")
-]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable results on stdout, one JSON object per line.")]
 
 
 def load_model_for_cli(

@@ -45,9 +45,7 @@ def eval_command(
     if weights is None and model.lower() == "bicubic":
         net, name = "bicubic", "bicubic"
     else:
-        net = load_model_for_cli(
-            reporter, model=model, weights=weights, scale=scale, device=device, hub_repo=hub_repo
-        )
+        net = load_model_for_cli(reporter, model=model, weights=weights, scale=scale, device=device, hub_repo=hub_repo)
         name = net.name
     table = Table(title=f"x{scale} {name}")
     for col in ("dataset", "images", "PSNR (dB)", "SSIM", "seconds"):
@@ -62,7 +60,7 @@ def eval_command(
                 net,
                 model_name=name,
                 save_dir=target,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=lambda done, total, task=task: bar.update(task, completed=done, total=total),
             )
         summary = result.to_dict()
         summary.pop("per_image", None)

@@ -10,9 +10,7 @@ from rich.table import Table
 
 from .common import HubRepoOpt, JsonOpt, QuietOpt, Reporter, download_callback
 
-weights_app = typer.Typer(
-    help="Manage model weights: list, download, path, convert, push.", no_args_is_help=True
-)
+weights_app = typer.Typer(help="Manage model weights: list, download, path, convert, push.", no_args_is_help=True)
 
 
 def _cached_path(filename: str) -> Path | None:
@@ -119,9 +117,7 @@ def convert_command(
             dual_net = load_dual(source, primal.config, hub_repo=hub_repo, progress=callback)
     write_model_dir(out_dir, primal, dual_net, name=name or primal.name)
     reporter.emit({"source": source, "output": str(out_dir), "has_dual": dual_net is not None})
-    reporter.info(
-        f"wrote {out_dir / 'model.safetensors'} and config.json (dual blocks: {dual_net is not None})"
-    )
+    reporter.info(f"wrote {out_dir / 'model.safetensors'} and config.json (dual blocks: {dual_net is not None})")
 
 
 @weights_app.command("push")
