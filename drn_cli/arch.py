@@ -172,9 +172,7 @@ class DRN(nn.Module):
                     nn.Conv2d(width, nf * 2 ** (p - i - 1), 1),
                 )
             )
-        self.tail = nn.ModuleList(
-            [conv3x3(nf * 2**p, 3)] + [conv3x3(nf * 2**q, 3) for q in range(p, 0, -1)]
-        )
+        self.tail = nn.ModuleList([conv3x3(nf * 2**p, 3)] + [conv3x3(nf * 2**q, 3) for q in range(p, 0, -1)])
         self.add_mean = MeanShift(+1)
 
     @property
