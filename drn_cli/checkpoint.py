@@ -144,9 +144,7 @@ def infer_config(primal: StateDict, source: str) -> DRNConfig:
         sample = ", ".join(sorted(primal)[:3]) or "none"
         raise WeightsError(f"{source} is not a DRN checkpoint (no 'head.weight'; first keys: {sample})")
     phases = len({m.group(1) for k in primal if (m := re.match(r"down\.(\d+)\.", k))})
-    n_blocks = len(
-        {m.group(1) for k in primal if (m := re.match(r"up_blocks\.0\.(\d+)\.body\.0\.weight$", k))}
-    )
+    n_blocks = len({m.group(1) for k in primal if (m := re.match(r"up_blocks\.0\.(\d+)\.body\.0\.weight$", k))})
     if phases not in (1, 2, 3) or n_blocks < 1:
         raise WeightsError(
             f"{source} is not a DRN checkpoint ({phases} down-sampling stages, {n_blocks} residual blocks)"
@@ -192,9 +190,7 @@ def build_dual(dual: StateDict, config: DRNConfig, source: str) -> DualModel:
     net = DualModel(config)
     n_stages = len({k.split(".")[1] for k in dual if k.startswith("blocks.")})
     if n_stages != config.phases:
-        raise WeightsError(
-            f"{source} has {n_stages} dual block(s) but a x{config.scale} model needs {config.phases}"
-        )
+        raise WeightsError(f"{source} has {n_stages} dual block(s) but a x{config.scale} model needs {config.phases}")
     feats = dual.get("blocks.0.dual_module.0.0.weight")
     if feats is not None and feats.shape[0] != config.n_feats:
         raise WeightsError(
@@ -254,9 +250,7 @@ def save_model(path: str | Path, primal: DRN, dual: DualModel | None = None, **m
     return path
 
 
-def write_model_dir(
-    directory: str | Path, primal: DRN, dual: DualModel | None = None, **metadata: str
-) -> Path:
+def write_model_dir(directory: str | Path, primal: DRN, dual: DualModel | None = None, **metadata: str) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``directory`` (the Hub-ready layout)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

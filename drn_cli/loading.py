@@ -24,15 +24,11 @@ def _looks_like_path(spec: str | Path) -> bool:
     return "/" in spec or "\\" in spec or spec.lower().endswith(_FILE_SUFFIXES) or Path(spec).exists()
 
 
-def _builtin_primal_path(
-    model: BuiltinModel, hub_repo: str | None, progress: DownloadProgress | None
-) -> Path:
+def _builtin_primal_path(model: BuiltinModel, hub_repo: str | None, progress: DownloadProgress | None) -> Path:
     bundled = model.bundled_path()
     if bundled is not None:
         if not bundled.is_file():
-            raise WeightsError(
-                f"the bundled file of {model.name} is missing from this installation ({bundled})"
-            )
+            raise WeightsError(f"the bundled file of {model.name} is missing from this installation ({bundled})")
         return bundled
     return fetch(model.primal, hub_repo=hub_repo, progress=progress, model=model.name)
 

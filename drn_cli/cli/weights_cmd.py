@@ -13,17 +13,12 @@ from .common import HubRepoOpt, JsonOpt, QuietOpt, Reporter, download_callback
 weights_app = typer.Typer(help="Manage model weights: list, download, path, convert, push.", no_args_is_help=True)
 
 
-def _cached_path(filename: str) -> Path | None:
-    from ..download import cache_dir
-
-    path = cache_dir() / filename
-    return path if path.is_file() else None
-
-
 @weights_app.command("list")
 def list_command(json_out: JsonOpt = False) -> None:
     """List the built-in models and whether they are available offline."""
     from ..registry import BUILTIN_MODELS
+
+    from ..download import cached_path
 
     reporter = Reporter(json_mode=json_out)
     table = Table(title="built-in models")
@@ -33,7 +28,7 @@ def list_command(json_out: JsonOpt = False) -> None:
         if m.bundled is not None:
             where = "bundled"
         else:
-            where = "cached" if _cached_path(m.primal.filename) else "download on first use"
+            where = "cached" if cached_path(m.primal) else "download on first use"
         reporter.emit(
             {
                 "name": m.name,
@@ -80,11 +75,12 @@ def download_command(
 @weights_app.command("path")
 def path_command(name: Annotated[str, typer.Argument(help="Built-in model name, e.g. drn-s-x4.")]) -> None:
     """Print the local path of a built-in model's weights (after `drn weights download`)."""
+    from ..download import cached_path
     from ..errors import WeightsError
     from ..registry import resolve_builtin
 
     m = resolve_builtin(name)
-    path = m.bundled_path() or _cached_path(m.primal.filename)
+    path = m.bundled_path() or cached_path(m.primal)
     if path is None:
         raise WeightsError(f"{m.name} is not downloaded yet; run `drn weights download {m.name}`")
     typer.echo(str(path))
