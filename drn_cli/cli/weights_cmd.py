@@ -16,19 +16,15 @@ weights_app = typer.Typer(help="Manage model weights: list, download, path, conv
 @weights_app.command("list")
 def list_command(json_out: JsonOpt = False) -> None:
     """List the built-in models and whether they are available offline."""
-    from ..registry import BUILTIN_MODELS
-
     from ..download import cached_path
+    from ..registry import BUILTIN_MODELS
 
     reporter = Reporter(json_mode=json_out)
     table = Table(title="built-in models")
     for col in ("name", "scale", "blocks", "feats", "available", "description"):
         table.add_column(col)
     for m in BUILTIN_MODELS.values():
-        if m.bundled is not None:
-            where = "bundled"
-        else:
-            where = "cached" if cached_path(m.primal) else "download on first use"
+        where = "bundled" if m.bundled else ("cached" if cached_path(m.primal) else "download on first use")
         reporter.emit(
             {
                 "name": m.name,
