@@ -1,5 +1,5 @@
 """``python -m drn_cli`` (also what ``torchrun -m drn_cli train ...`` runs)."""
 
-from .cli import entry_point
+from ._entry import run
 
-entry_point()
+run()

@@ -6,7 +6,6 @@ Every subcommand parses its options, calls one library function, and reports. Us
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import click
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 1
+    if rv == 130:  # typer turns KeyboardInterrupt into Exit(130)
+        err_console.print("drn: interrupted", markup=False)
     return rv if isinstance(rv, int) else 0
 
-
-def entry_point() -> None:
-    sys.exit(main())

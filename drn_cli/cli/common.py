@@ -96,7 +96,10 @@ def download_callback(progress: Progress, label: str):
 
 
 # Options shared by several subcommands (typed once, used everywhere).
-ScaleOpt = Annotated[int, typer.Option("-s", "--scale", help="Upscaling factor.", show_default=True)]
+ScaleOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("-s", "--scale", help="Upscaling factor [default: 4, or the --weights file's own]."),
+]
 ModelOpt = Annotated[
     str,
     typer.Option("-m", "--model", help="Built-in model: drn-s, drn-l (or a full name, see `drn weights list`)."),

@@ -22,7 +22,7 @@ from .common import (
 
 def eval_command(
     datasets: Annotated[list[Path], typer.Argument(help="Data set folders (EDSR layout or HR images only).")],
-    scale: ScaleOpt = 4,
+    scale: ScaleOpt = None,
     model: Annotated[
         str, typer.Option("-m", "--model", help="drn-s, drn-l, a full built-in name, or bicubic.")
     ] = "drn-s",

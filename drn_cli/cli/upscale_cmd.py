@@ -20,7 +20,7 @@ from .common import (
 
 def upscale_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
-    scale: ScaleOpt = 4,
+    scale: ScaleOpt = None,
     model: Annotated[str, typer.Option("-m", "--model", help="drn-s, drn-l, or a full built-in name.")] = "drn-s",
     weights: WeightsOpt = None,
     output: Annotated[
@@ -59,13 +59,13 @@ def upscale_command(
     from ..upscale import collect_inputs, model_scale_for, plan_outputs, upscale_files
 
     reporter = Reporter(quiet=quiet, json_mode=json_out)
-    if outscale is not None and weights is None:
-        scale = model_scale_for(outscale)
+    if weights is None:
+        scale = model_scale_for(outscale) if outscale is not None else (scale or 4)
     files = collect_inputs(inputs, recursive=recursive)
-    plan = plan_outputs(files, output=output, scale=outscale or scale, suffix=suffix, fmt=fmt)
     net = load_model_for_cli(reporter, model=model, weights=weights, scale=scale, device="cpu", hub_repo=hub_repo)
     if outscale is not None:
         model_scale_for(outscale, [net.config.scale])
+    plan = plan_outputs(files, output=output, scale=outscale or net.config.scale, suffix=suffix, fmt=fmt)
     upscaler = Upscaler(net, device=device, precision=precision, tile=tile, tta=tta)
 
     failed = skipped = 0
