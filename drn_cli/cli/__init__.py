@@ -13,7 +13,7 @@ import typer
 
 from .._version import __version__
 from ..errors import DrnError
-from . import eval_cmd, upscale_cmd, weights_cmd
+from . import eval_cmd, train_cmd, upscale_cmd, weights_cmd
 from .common import err_console
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ def _root(
 
 upscale_cmd.register(app)
 eval_cmd.register(app)
+train_cmd.register(app)
 weights_cmd.register(app)
 
 
@@ -69,4 +70,3 @@ def main(argv: list[str] | None = None) -> int:
     if rv == 130:  # typer turns KeyboardInterrupt into Exit(130)
         err_console.print("drn: interrupted", markup=False)
     return rv if isinstance(rv, int) else 0
-
