@@ -37,7 +37,7 @@ __all__ = [
 
 # Axes longer than this are resized block by block (the weight matrix is banded); shorter ones
 # use one dense product, which is faster when most of the matrix is within the band anyway.
-_DENSE_MAX_INPUT = 640
+_DENSE_MAX_INPUT = 1024
 # Input pixels per block of the banded path (the block's output rows cover about this many).
 _BAND_INPUT = 256
 
