@@ -41,12 +41,16 @@ def eval_command(
     from ..evaluate import evaluate
 
     reporter = Reporter(quiet=quiet, json_mode=json_out)
-    loaded = [load_eval_dataset(path, scale) for path in datasets]  # check every folder first
+    if weights is None:
+        scale = scale or 4
+        for path in datasets:  # check every folder before any download
+            load_eval_dataset(path, scale)
     if weights is None and model.lower() == "bicubic":
         net, name = "bicubic", "bicubic"
     else:
         net = load_model_for_cli(reporter, model=model, weights=weights, scale=scale, device=device, hub_repo=hub_repo)
-        name = net.name
+        name, scale = net.name, net.config.scale
+    loaded = [load_eval_dataset(path, scale) for path in datasets]
     table = Table(title=f"x{scale} {name}")
     for col in ("dataset", "images", "PSNR (dB)", "SSIM", "seconds"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
