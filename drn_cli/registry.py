@@ -15,8 +15,11 @@ from drn_cli.errors import WeightsError
 #: Where the authors of DRN publish their checkpoints (release v0.1 of github.com/guoyongcs/DRN).
 OFFICIAL_RELEASE_URL = "https://github.com/guoyongcs/DRN/releases/download/v0.1"
 
-#: Folder inside the installed package holding model files shipped with it (see ``BuiltinModel.bundled``).
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: Where model files shipped with drn-cli are found (see ``BuiltinModel.bundled``): inside an installed
+#: wheel (``drn_cli/bundled``, mapped from the repository's ``weights/`` folder by pyproject.toml), or in
+#: the repository itself for a source checkout or an editable install.
+BUNDLED_DIRS = (_PACKAGE_DIR / "bundled", _PACKAGE_DIR.parent / "weights")
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ class BuiltinModel:
 
     ``primal`` is the super-resolution network (the only file needed to upscale); ``dual`` holds the
     dual (down-sampling) blocks, used by evaluation and fine-tuning, and may be absent.
-    ``bundled`` names a file under :data:`BUNDLED_DIR` shipped inside the package: such a model is
-    loaded from there and never downloaded (no built-in model uses this yet).
+    ``bundled`` names a file in :data:`BUNDLED_DIRS` shipped with the package: such a model is loaded
+    from there and never downloaded; ``primal.digest`` still pins its content.
     """
 
     name: str
@@ -60,8 +63,13 @@ class BuiltinModel:
         return (self.primal,) if self.dual is None else (self.primal, self.dual)
 
     def bundled_path(self) -> Path | None:
-        """Path of the in-package copy of the primal weights, or ``None`` when the model is not bundled."""
-        return None if self.bundled is None else BUNDLED_DIR / self.bundled
+        """Path of the shipped copy of the model file, or ``None`` when the model is not bundled."""
+        if self.bundled is None:
+            return None
+        for folder in BUNDLED_DIRS:
+            if (folder / self.bundled).is_file():
+                return folder / self.bundled
+        return BUNDLED_DIRS[0] / self.bundled
 
 
 def _release_file(filename: str, digest: str, size: int | None = None) -> RemoteFile:
