@@ -10,7 +10,7 @@ import torch
 from .arch import DRN, DRNConfig, DualModel
 from .checkpoint import build_dual, build_primal, read_checkpoint, read_dual_checkpoint
 from .device import resolve_device
-from .download import fetch
+from .download import fetch, verify
 from .errors import WeightsError
 from .registry import BUILTIN_MODELS, BuiltinModel, resolve_builtin
 
@@ -29,6 +29,8 @@ def _builtin_primal_path(model: BuiltinModel, hub_repo: str | None, progress: Do
     if bundled is not None:
         if not bundled.is_file():
             raise WeightsError(f"the bundled file of {model.name} is missing from this installation ({bundled})")
+        if not verify(bundled, model.primal.digest):
+            raise WeightsError(f"the bundled file {bundled} does not match {model.primal.digest}; reinstall drn-cli")
         return bundled
     return fetch(model.primal, hub_repo=hub_repo, progress=progress, model=model.name)
 
