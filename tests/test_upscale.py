@@ -236,3 +236,17 @@ def test_ctrl_c_mid_batch_leaves_no_partial_file(tmp_path: Path) -> None:
     assert all(n.endswith("_x8.png") and not n.startswith(".") for n in names)
     for n in names:
         Image.open(out / n).load()  # every file left is complete
+
+
+def test_16bit_png_file_stays_16bit(tmp_path: Path) -> None:
+    """A 16-bit PNG on disk gives a 16-bit PNG out, carrying detail below 8 bits."""
+    import cv2
+
+    rgb = np.asarray(Image.open(BUTTERFLY).convert("RGB")).astype(np.uint16) * 257
+    rgb += np.random.default_rng(1).integers(0, 250, rgb.shape, dtype=np.uint16)
+    src = tmp_path / "deep.png"
+    cv2.imwrite(str(src), rgb[..., ::-1].copy())
+    assert run(str(src), "--weights", TINY4, "-q") == 0
+    out = cv2.imread(str(tmp_path / "deep_x4.png"), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == (256, 256, 3)
+    assert len(np.unique(out % 257)) > 100
