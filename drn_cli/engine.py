@@ -27,6 +27,7 @@ order (tests check <= 1 grey level after rounding, in practice ~1e-4).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -110,11 +111,14 @@ def tiled_forward(
     *,
     device: torch.device,
     dtype: torch.dtype,
+    store_skips: bool = True,
     on_tile: TileCallback | None = None,
 ) -> torch.Tensor:
     """The final DRN output for a 1 x 3 x h x w host tensor, computed in tiles of ``tile`` LR pixels.
 
     Stored maps stay on the host (``lr``'s device) in ``dtype``; each tile is moved to ``device``.
+    ``store_skips`` keeps the encoder's skip features from the first pass (about as much host memory
+    again as the RCAB maps); without it they are recomputed from the LR tile in every transition.
     Returns a float32 host tensor of 1 x 3 x sh x sw.
     """
     cfg = model.config
@@ -126,9 +130,7 @@ def tiled_forward(
     total = n_tiles * (1 + phases * (n_blocks + 1))
     done = 0
 
-    def run(
-        halo: int, fn: Callable[[_Region], torch.Tensor], level: int, sink: Callable[[_Region, torch.Tensor], None]
-    ):
+    def run(halo: int, fn: Callable[[_Region], torch.Tensor], level: int, sink: _Sink) -> None:
         nonlocal done
         for region in _regions(h, w, tile, halo):
             out = fn(region)
@@ -142,36 +144,62 @@ def tiled_forward(
         ys, xs = region.at(0)
         return lr[..., ys, xs].to(device)
 
-    def store_into(dest: torch.Tensor, level: int) -> Callable[[_Region, torch.Tensor], None]:
+    def store_into(dest: torch.Tensor, level: int) -> _Sink:
         def sink(region: _Region, value: torch.Tensor) -> None:
             ys, xs = region.target(level)
             dest[..., ys, xs] = value.to(host)
 
         return sink
 
-    x = torch.empty(1, cfg.rcab_channels[0], h, w, dtype=dtype, device=host)
-    run(ENCODE_HALO, lambda r: _encode(model, lr_region(r), phases), 0, store_into(x, 0))
+    # skips[d]: the encoder's features after d down blocks, at level phases - d.
+    skips: list[torch.Tensor] = []
+    if store_skips:
+        skips = [
+            torch.empty(1, cfg.n_feats * 2**d, h * 2 ** (phases - d), w * 2 ** (phases - d), dtype=dtype, device=host)
+            for d in range(phases)
+        ]
 
+    def encode(r: _Region) -> torch.Tensor:
+        feats = model.head(model.sub_mean(model.upsample(lr_region(r))))
+        for d, down in enumerate(model.down):
+            if store_skips:
+                ys, xs = r.interior(phases - d)
+                store_into(skips[d], phases - d)(r, feats[..., ys, xs])
+            feats = down(feats)
+        return feats
+
+    def skip(r: _Region, depth: int) -> torch.Tensor:
+        if not store_skips:
+            return _encode(model, lr_region(r), depth)
+        ys, xs = r.at(phases - depth)
+        return skips[depth][..., ys, xs].to(device)
+
+    x = torch.empty(1, cfg.rcab_channels[0], h, w, dtype=dtype, device=host)
+    run(ENCODE_HALO, encode, 0, store_into(x, 0))
+
+    # With stored skips a transition only needs its own two convs' halo.
+    transition_halo = 2 if store_skips else TRANSITION_HALO
     result = torch.empty(1, 3, h * cfg.scale, w * cfg.scale, dtype=torch.float32, device=host)
     for i, block in enumerate(model.up_blocks):
         for rcab in block[:n_blocks]:
             x = _tiled_rcab(rcab, x, i, run, store_into, device)
         upsampler, reduce = block[n_blocks], block[n_blocks + 1]
         last = i == phases - 1
-        skip_depth = phases - 1 - i
 
-        def transition(r: _Region, x=x, upsampler=upsampler, reduce=reduce, i=i, skip_depth=skip_depth, last=last):
+        def transition(r: _Region, x=x, upsampler=upsampler, reduce=reduce, i=i, last=last) -> torch.Tensor:
             ys, xs = r.at(i)
             up = reduce(upsampler(x[..., ys, xs].to(device)))
-            merged = torch.cat((up, _encode(model, lr_region(r), skip_depth)), 1)
+            merged = torch.cat((up, skip(r, phases - 1 - i)), 1)
             return model.add_mean(model.tail[i + 1](merged)) if last else merged
 
         if last:
-            run(TRANSITION_HALO, transition, i + 1, store_into(result, i + 1))
+            run(transition_halo, transition, i + 1, store_into(result, i + 1))
         else:
             nxt = torch.empty(1, cfg.rcab_channels[i + 1], h * 2 ** (i + 1), w * 2 ** (i + 1), dtype=dtype, device=host)
-            run(TRANSITION_HALO, transition, i + 1, store_into(nxt, i + 1))
+            run(transition_halo, transition, i + 1, store_into(nxt, i + 1))
             x = nxt
+        if store_skips:
+            skips[phases - 1 - i] = torch.empty(0)  # used: free it
     return result
 
 
@@ -230,10 +258,14 @@ def activation_floats_per_lr_pixel(model: DRN) -> int:
     )
 
 
-def stored_floats_per_lr_pixel(model: DRN) -> int:
-    """Values per LR pixel that tiled inference keeps on the host (two feature maps + the output)."""
+def stored_floats_per_lr_pixel(model: DRN, store_skips: bool) -> int:
+    """Values per LR pixel that tiled inference keeps on the host: two feature maps, the output,
+    and optionally the encoder's skip features."""
     cfg = model.config
-    return 2 * max(c * 4**i for i, c in enumerate(cfg.rcab_channels)) + 3 * cfg.scale**2
+    p = cfg.phases
+    rcab_maps = 2 * max(c * 4**i for i, c in enumerate(cfg.rcab_channels))
+    skips = sum(cfg.n_feats * 2**d * 4 ** (p - d) for d in range(p)) if store_skips else 0
+    return rcab_maps + skips + 3 * cfg.scale**2
 
 
 class Upscaler:
@@ -265,6 +297,8 @@ class Upscaler:
         self.tta = tta
         self.memory_fraction = memory_fraction
         self.last_tile: int | None = None  # what the last image actually used (None: whole image)
+        self._fingerprint: str | None = None
+        self.store_skips = True
 
     @property
     def scale(self) -> int:
@@ -280,19 +314,27 @@ class Upscaler:
             return int(free * self.memory_fraction)
         return int(_available_host_bytes() * self.memory_fraction)
 
+    def _stored_bytes(self, h: int, w: int, store_skips: bool) -> int:
+        bytes_per = max(torch.finfo(self.dtype).bits // 8, 4)
+        return stored_floats_per_lr_pixel(self.model, store_skips) * bytes_per * h * w
+
     def plan_tile(self, h: int, w: int) -> int | None:
-        """The tile size (LR pixels) for an h x w image, or None for whole-image inference."""
+        """The tile size (LR pixels) for an h x w image, or None for whole-image inference.
+
+        Also decides ``store_skips`` for the tiled path: keep the encoder's skip features on the
+        host when host memory allows, else recompute them per tile.
+        """
+        host_budget = int(_available_host_bytes() * self.memory_fraction)
+        self.store_skips = self._stored_bytes(h, w, True) <= host_budget // 2
         if self.tile:
             return None if self.tile >= max(h, w) else self.tile
-        bytes_per = torch.finfo(self.dtype).bits // 8
-        act = activation_floats_per_lr_pixel(self.model) * bytes_per
+        act = activation_floats_per_lr_pixel(self.model) * (torch.finfo(self.dtype).bits // 8)
         budget = self._budget()
         if self.device.type == "cpu":
-            stored = stored_floats_per_lr_pixel(self.model) * max(bytes_per, 4) * h * w
+            stored = self._stored_bytes(h, w, self.store_skips)
             if stored > budget:
-                need = stored / 2**30
                 raise DrnError(
-                    f"a {w}x{h} image needs about {need:.1f} GiB of RAM to upscale x{self.scale}; "
+                    f"a {w}x{h} image needs about {stored / 2**30:.1f} GiB of RAM to upscale x{self.scale}; "
                     f"about {budget / 2**30:.1f} GiB is available"
                 )
             budget -= stored
@@ -307,7 +349,9 @@ class Upscaler:
             if on_tile is not None:
                 on_tile(1, 1)
             return out
-        return tiled_forward(self.model, lr, tile, device=self.device, dtype=self.dtype, on_tile=on_tile)
+        return tiled_forward(
+            self.model, lr, tile, device=self.device, dtype=self.dtype, store_skips=self.store_skips, on_tile=on_tile
+        )
 
     def _forward(self, lr: torch.Tensor, on_tile: TileCallback | None) -> torch.Tensor:
         tile = self.plan_tile(lr.shape[-2], lr.shape[-1])
@@ -345,8 +389,31 @@ class Upscaler:
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
         return self.upscale_tensor(lr, on_tile)[0].permute(1, 2, 0).numpy()
 
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the weights, precision and TTA setting: resumable jobs refuse other models' work."""
+        if self._fingerprint is None:
+            digest = hashlib.sha1(f"{self.model.config}|{self.dtype}|tta={self.tta}".encode())
+            for name, tensor in self.model.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """N x H x W x 3 uint8 frames -> N x sH x sW x 3 uint8 (the video pipeline's interface)."""
+        """N x H x W x 3 uint8 frames -> N x sH x sW x 3 uint8 (the video pipeline's interface).
+
+        On CUDA the batch goes through the model at once when it fits the memory budget (the
+        whole-image plan for the frames side by side). Elsewhere frames go one by one: a CPU gains
+        nothing from batching, and one-by-one keeps every frame's result independent of how frames
+        were grouped (so a resumed video is identical to an uninterrupted one).
+        """
+        n, h, w, _ = frames.shape
+        if n > 1 and self.device.type == "cuda" and not self.tta and self.plan_tile(h, w * n) is None:
+            x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(self.device, self.dtype)
+            y = self.model(x).float().clamp_(0, 255).round_().to("cpu", torch.uint8)
+            return y.permute(0, 2, 3, 1).numpy()
         return np.stack([to_uint8(self.upscale_rgb(f)) for f in frames])
 
 
