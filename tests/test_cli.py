@@ -146,3 +146,28 @@ def test_corrupt_builtin_download_fails_cleanly(env: Path, server: FakeServer, t
     assert "d558b3fcb9844b6d3811178662ba38c377746145" in proc.stderr
     assert not any(env.iterdir()) if env.exists() else True
     assert not (tmp_path / "o.png").exists()
+
+
+def test_video_command_end_to_end(tmp_path: Path, capsys) -> None:
+    """`drn video` with a model file: frames, size, audio kept; the JSON summary on stdout."""
+    from drn_cli.ffmpeg import probe_video
+
+    from .conftest import VIDEO
+
+    out = tmp_path / "clip_x4.mkv"
+    args = ["video", str(VIDEO / "makeup_vlog_320x240_audio.avi"), "--weights", str(GOLDEN / "tiny-x4.pt")]
+    assert main([*args, "-o", str(out), "--end", "0.2", "--preset", "ultrafast", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # the AVI's frames sit at 0.04 s, 0.08 s, ... (first at 0.04): four of them fall before 0.2 s
+    assert summary["frames"] == 4 and summary["model"] == "tiny-x4" and summary["fps"] == "25/1"
+    info = probe_video(out, count_frames=True)
+    assert (info.width, info.height) == (1280, 960)
+    assert info.frame_count == 4
+    assert any(s.kind == "audio" for s in info.streams)
+    # bad input: not a video, and output equal to input
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    proc = drn("video", str(text), "--weights", str(GOLDEN / "tiny-x4.pt"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "notes.mp4" in proc.stderr
+    proc = drn("video", str(out), "--weights", str(GOLDEN / "tiny-x4.pt"), "-o", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
