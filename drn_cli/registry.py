@@ -95,10 +95,7 @@ def _official(
         n_feats=n_feats,
         primal=_release_file(f"{tag}.pt", f"gitsha1:{primal_gitsha1}"),
         dual=_release_file(f"{tag}_dual_model.pt", f"sha256:{dual_sha256}", dual_size),
-        description=(
-            f"Official {family.upper()} x{scale} ({n_blocks} blocks, {n_feats} features; "
-            f"paper Set5 PSNR {paper_set5_psnr:.2f} dB)"
-        ),
+        description=f"official {family.upper()} x{scale}, paper Set5 {paper_set5_psnr:.2f} dB",
     )
 
 
@@ -149,6 +146,33 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         ),
     )
 }
+
+
+def _bundled(scale: int, n_blocks: int, n_feats: int, sha256: str, set5_psnr: float) -> BuiltinModel:
+    filename = f"drn-tiny-x{scale}.safetensors"
+    return BuiltinModel(
+        name=f"drn-tiny-x{scale}",
+        family="drn-tiny",
+        scale=scale,
+        n_blocks=n_blocks,
+        n_feats=n_feats,
+        primal=RemoteFile(filename=filename, digest=f"sha256:{sha256}", url=""),
+        dual=None,  # the dual blocks are inside the model file
+        description=f"x{scale} trained with drn train, Set5 {set5_psnr:.2f} dB",
+        bundled=filename,
+    )
+
+
+# Trained on this project's data with `drn train`; the record is in the repository's weights/README.md.
+BUILTIN_MODELS.update(
+    {
+        m.name: m
+        for m in (
+            _bundled(4, 4, 8, "44ebd402681c786048bf47cb7ce768f8acdc918c60ea7e2095afeffb2d883316", 30.27),
+            _bundled(8, 4, 4, "2e95a8126843fd1b06d25b2940ca4f53041221cca22cd1090cea6ab030f02cff", 25.78),
+        )
+    }
+)
 
 
 def _names() -> str:

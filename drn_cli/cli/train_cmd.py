@@ -24,6 +24,9 @@ def train_command(
     n_blocks: Annotated[_Opt[int], typer.Option("--n-blocks", help="Custom number of RCABs per stage.")] = None,
     n_feats: Annotated[_Opt[int], typer.Option("--n-feats", help="Custom base feature width.")] = None,
     init: Annotated[_Opt[str], typer.Option("--init", help="Start from a built-in model or a model file.")] = None,
+    init_dual: Annotated[
+        _Opt[str], typer.Option("--init-dual", help="Dual blocks to start from (e.g. an official *_dual_model.pt).")
+    ] = None,
     out: Annotated[str, typer.Option("--out", help="Run directory.")] = "runs/train",
     steps: Annotated[int, typer.Option("--steps")] = 100_000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step per process.")] = 16,
@@ -59,6 +62,7 @@ def train_command(
         n_blocks=n_blocks,
         n_feats=n_feats,
         init=init,
+        init_dual=init_dual,
         out=out,
         steps=steps,
         batch_size=batch_size,

@@ -24,7 +24,7 @@ def list_command(json_out: JsonOpt = False) -> None:
     for col in ("name", "scale", "blocks", "feats", "available", "description"):
         table.add_column(col)
     for m in BUILTIN_MODELS.values():
-        where = "bundled" if m.bundled else ("cached" if cached_path(m.primal) else "download on first use")
+        where = "bundled" if m.bundled else ("cached" if cached_path(m.primal) else "download")
         reporter.emit(
             {
                 "name": m.name,
