@@ -13,7 +13,7 @@ import typer
 
 from .._version import __version__
 from ..errors import DrnError
-from . import eval_cmd, train_cmd, upscale_cmd, video_cmd, weights_cmd
+from . import adapt_cmd, eval_cmd, train_cmd, upscale_cmd, video_cmd, weights_cmd
 from .common import err_console
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ upscale_cmd.register(app)
 video_cmd.register(app)
 eval_cmd.register(app)
 train_cmd.register(app)
+adapt_cmd.register(app)
 weights_cmd.register(app)
 
 
