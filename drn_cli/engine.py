@@ -27,6 +27,7 @@ order (tests check <= 1 grey level after rounding, in practice ~1e-4).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -292,6 +293,9 @@ class Upscaler:
             raise DrnError(f"--tile must be 0 (automatic) or at least {MIN_TILE} LR pixels, got {tile}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)
+        first = next(model.parameters(), None)
+        if first is not None and first.dtype != self.dtype:
+            model = copy.deepcopy(model)  # casting in place would round the caller's own weights
         self.model = model.to(self.device, self.dtype).eval()
         self.tile = tile
         self.tta = tta

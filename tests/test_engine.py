@@ -104,3 +104,14 @@ def test_half_precision_on_cpu_does_not_crash() -> None:
         up = Upscaler(net, device="cpu", precision="fp16")
     assert up.dtype == torch.float32
     assert up.upscale_rgb(rgb).shape == (64, 64, 3)
+
+
+def test_bf16_upscaler_leaves_the_callers_model_untouched() -> None:
+    net = load_model(GOLDEN / "tiny-x4.pt", device="cpu")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rgb = real_lr("comic", 4, (16, 16))
+    up = Upscaler(net, device="cpu", precision="bf16")
+    assert up.upscale_rgb(rgb).shape == (64, 64, 3)
+    assert next(up.model.parameters()).dtype == torch.bfloat16
+    after = net.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
