@@ -65,6 +65,7 @@ from .training import (
     TRAIN_SCALES,
     DistInfo,
     LoopSpec,
+    OptionsDict,
     ProgressInfo,
     StepContext,
     StepResult,
@@ -91,7 +92,7 @@ _DUAL_FIT_LR = 1e-3
 
 
 @dataclass
-class AdaptOptions:
+class AdaptOptions(OptionsDict):
     """Everything :func:`adapt` needs; each field is one ``drn adapt`` option.
 
     Defaults: ``lr`` 1e-5, a tenth of the training rate (the usual fine-tuning step: the model is
@@ -100,6 +101,8 @@ class AdaptOptions:
     500 steps. ``benchmarks/adapt.py`` measured them: on nearest-neighbour and blur-decimated LR
     no setting tried gave a clear gain (its docstring has the figures and the reason).
     """
+
+    _KIND = "adaptation"
 
     #: Unpaired LR data: folders of frames/images (and videos inside them), image files, video files.
     unpaired: list[str] = field(default_factory=list)
@@ -146,19 +149,6 @@ class AdaptOptions:
     device: str | None = None
     #: Stop after this step (saving ``last.ckpt``) even though the schedule runs to ``steps``.
     stop_at: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdaptOptions:
-        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InputError(f"unknown adaptation option(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -93,8 +93,30 @@ _GUARD_MIN_HISTORY = 10
 # --------------------------------------------------------------------------------------------
 
 
+_O = TypeVar("_O", bound="OptionsDict")
+
+
+class OptionsDict:
+    """``to_dict``/``from_dict`` for the options dataclasses of ``drn train`` and ``drn adapt``."""
+
+    _KIND = "training"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_O], data: dict[str, Any]) -> _O:
+        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"unknown {cls._KIND} option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
 @dataclass
-class TrainOptions:
+class TrainOptions(OptionsDict):
     """Everything :func:`train` needs; each field is one ``drn train`` option.
 
     Defaults follow the official training setup (Adam 1e-4, cosine to 1e-7, dual weight 0.1,
@@ -145,19 +167,6 @@ class TrainOptions:
     device: str | None = None
     #: Stop after this step (saving ``last.ckpt``) even though the schedule runs to ``steps``.
     stop_at: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
-        """Inverse of :meth:`to_dict`; unknown keys are an :class:`InputError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InputError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass
