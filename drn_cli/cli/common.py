@@ -109,6 +109,7 @@ WeightsOpt = Annotated[
     typer.Option("--weights", help="Use a local .pt/.pth/.safetensors model file (or converted folder) instead."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")]
 HubRepoOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(

@@ -10,6 +10,7 @@ from .common import (
     DeviceOpt,
     HubRepoOpt,
     JsonOpt,
+    PrecisionOpt,
     QuietOpt,
     Reporter,
     ScaleOpt,
@@ -49,7 +50,7 @@ def upscale_command(
         int, typer.Option("--max-pixels", help="Refuse larger inputs (decompression-bomb guard); 0 = no limit.")
     ] = 64_000_000,
     device: DeviceOpt = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
+    precision: PrecisionOpt = "auto",
     hub_repo: HubRepoOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
