@@ -88,7 +88,7 @@ def train_command(
 def run_training(fn, options, reporter: Reporter) -> None:
     """Drive a training-style library call with a Rich progress bar; shared by train and adapt."""
     with reporter.progress() as bar:
-        task = bar.add_task("training", total=options.steps)
+        task = bar.add_task("loading model and data", total=options.steps)
 
         def progress(info) -> None:
             terms = " ".join(f"{k} {v:.4f}" for k, v in info.losses.items() if math.isfinite(v))
