@@ -37,6 +37,21 @@ def test_help_and_version() -> None:
     assert drn("--version").stdout.strip() == f"drn-cli {__version__}"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("upscale", "x.png", "--no-such-option"), "No such option"),
+        (("train",), "Missing argument"),
+        (("no-such-command",), "No such command"),
+        (("eval", "x", "-s", "many"), "Invalid value"),
+    ],
+)
+def test_usage_errors_are_reported_without_traceback(args: tuple[str, ...], message: str) -> None:
+    proc = drn(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_eval_bicubic_json(capsys) -> None:
     assert main(["eval", str(SET5), str(BENCHMARK / "Set14"), "-s", "4", "-m", "bicubic", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

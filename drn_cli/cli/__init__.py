@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import warnings
 
-import click
 import typer
 
 from .._version import __version__
 from ..errors import DrnError
 from . import adapt_cmd, eval_cmd, train_cmd, upscale_cmd, video_cmd, weights_cmd
 from .common import err_console
+
+# Typer up to 0.28 raises click's own exceptions; later releases carry a private copy of click.
+# Take the classes from the typer that is installed, so both kinds are caught.
+_USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_ABORT = typer.Abort
 
 app = typer.Typer(
     name="drn",
@@ -58,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         rv = app(args=argv, prog_name="drn", standalone_mode=False)
-    except click.ClickException as exc:
+    except _USAGE_ERRORS as exc:
         exc.show()
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (_ABORT, KeyboardInterrupt):
         err_console.print("drn: interrupted", markup=False)
         return 130
     except DrnError as exc:
