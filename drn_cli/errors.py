@@ -18,3 +18,7 @@ class WeightsError(DrnError):
 
 class InputError(DrnError):
     """An input file or folder is missing, unreadable or unusable."""
+
+
+class Interrupted(DrnError):
+    """Ctrl-C stopped a job after saving what lets it continue; the message says where and how."""

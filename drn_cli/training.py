@@ -30,6 +30,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from collections import deque
@@ -571,6 +573,37 @@ def _current_lr(spec: LoopSpec) -> float:
     return float(spec.schedulers[key].get_last_lr()[0])
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, raised after the last finished step was saved for ``--resume``."""
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[dict[str, bool]]:
+    """Turn the first Ctrl-C into a flag that the loop checks between steps.
+
+    A step interrupted half-way (weights updated, optimizer state not yet) cannot be saved for an
+    exact resume, so the running step is allowed to finish first; a second Ctrl-C stops at once.
+    Only the main thread can own the handler; elsewhere Ctrl-C behaves as usual.
+    """
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:
+        previous = signal.default_int_handler
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["hit"] = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_loop(spec: LoopSpec) -> TrainResult:
     """Run (or resume) the training loop described by ``spec``; see the module docstring."""
     run_dir = spec.run_dir
@@ -616,10 +649,27 @@ def run_loop(spec: LoopSpec) -> TrainResult:
     step = start
     saved_at = start if spec.resume else -1
     rate = 0.0
-    try:
+
+    def stop_for_interrupt() -> None:
+        if main and saved_at != step:
+            _save_train_state(spec, ctx, step, best)
+        raise TrainingInterrupted(
+            f"interrupted after step {step}/{spec.total_steps}; its state is saved in "
+            f"{run_dir / CHECKPOINT_NAME}: continue with --resume"
+        )
+
+    with contextlib.ExitStack() as stack:
+        interrupt = stack.enter_context(_deferred_interrupt())
+        stack.callback(lambda: log.close() if log is not None else None)
         batches: Iterator[Any] = iter(spec.batches(start))
         while step < stop:
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except Exception:
+                # Ctrl-C also reaches data-loader workers, which then vanish mid-batch.
+                if interrupt["hit"]:
+                    stop_for_interrupt()
+                raise
             ctx.step = step
             result = spec.step_fn(batch, ctx)
             with warnings.catch_warnings():
@@ -677,14 +727,13 @@ def run_loop(spec: LoopSpec) -> TrainResult:
                         best_psnr=best["psnr"],
                     )
                 )
+            if interrupt["hit"] and step < stop:
+                stop_for_interrupt()
         finished = step >= spec.total_steps
         if main and finished:
             spec.save_models(run_dir / "final.safetensors")
         if main and saved_at != step:
             _save_train_state(spec, ctx, step, best)
-    finally:
-        if log is not None:
-            log.close()
     if spec.dist.enabled:
         dist.barrier()  # the other ranks wait for rank 0's files before anyone returns
     wall = time.perf_counter() - t_begin

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +221,41 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert torch.equal(exp_a, state_b["optimizers"]["primal"]["state"][0]["exp_avg_sq"])
     with open(tmp_path / "b" / "metrics.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 8))
+
+
+def test_ctrl_c_saves_the_finished_step_and_resume_continues_exactly(tmp_path: Path) -> None:
+    """SIGINT to `drn train` ends it with exit 130 and a one-line message, after saving the state of
+    the last finished step (no regular save would have happened yet); --resume then continues
+    exactly as an uninterrupted run."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "drn_cli", "train", *FEW, "-s", "4", "--n-blocks", "1", "--n-feats", "4"]
+    cmd += ["--steps", "5000", "--batch-size", "2", "--patch-size", "32", "--lr", "1e-3", "--workers", "0"]
+    cmd += ["--save-every", "4000", "--log-every", "1", "--out", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = run / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:  # header + 3 steps
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    message = err.decode().strip()
+    assert proc.returncode == 130, message
+    assert "Traceback" not in message and "--resume" in message, message
+    state = torch.load(run / "last.ckpt", weights_only=True)
+    stopped = int(state["step"])
+    assert 3 <= stopped < 4000
+    assert f"step {stopped}/5000" in message
+
+    until = stopped + 2
+    resumed = train(TrainOptions(out=str(run), resume=True, stop_at=until))
+    straight = train(tiny(tmp_path / "straight", steps=5000, save_every=4000, stop_at=until))
+    assert resumed.step == straight.step == until
+    a = torch.load(run / "last.ckpt", weights_only=True)["modules"]
+    b = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=True)["modules"]
+    for name in ("primal", "dual"):
+        assert same_weights(a[name], b[name])
 
 
 def test_dual_term_trains_the_dual_blocks(tmp_path: Path) -> None:

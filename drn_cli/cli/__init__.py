@@ -11,7 +11,7 @@ import warnings
 import typer
 
 from .._version import __version__
-from ..errors import DrnError
+from ..errors import DrnError, Interrupted
 from . import adapt_cmd, eval_cmd, train_cmd, upscale_cmd, video_cmd, weights_cmd
 from .common import err_console
 
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (_ABORT, KeyboardInterrupt):
         err_console.print("drn: interrupted", markup=False)
+        return 130
+    except Interrupted as exc:
+        err_console.print(f"drn: {exc}", markup=False, soft_wrap=True)
         return 130
     except DrnError as exc:
         err_console.print(f"drn: error: {exc}", markup=False, soft_wrap=True)

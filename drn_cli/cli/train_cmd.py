@@ -44,6 +44,7 @@ def train_command(
     val: Annotated[_Opt[str], typer.Option("--val", help="Validation data set folder.")] = None,
     val_every: Annotated[int, typer.Option("--val-every")] = 1000,
     save_every: Annotated[int, typer.Option("--save-every")] = 1000,
+    log_every: Annotated[int, typer.Option("--log-every", help="Steps per metrics.csv row.")] = 10,
     amp: Annotated[_Opt[str], typer.Option("--amp", help="bf16 or fp16 mixed precision (CUDA only).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")] = 2,
@@ -76,6 +77,7 @@ def train_command(
         val=val,
         val_every=val_every,
         save_every=save_every,
+        log_every=log_every,
         amp=amp,
         seed=seed,
         workers=workers,
@@ -87,6 +89,9 @@ def train_command(
 
 def run_training(fn, options, reporter: Reporter) -> None:
     """Drive a training-style library call with a Rich progress bar; shared by train and adapt."""
+    from ..errors import Interrupted
+    from ..training import TrainingInterrupted
+
     with reporter.progress() as bar:
         task = bar.add_task("loading model and data", total=options.steps)
 
@@ -100,7 +105,10 @@ def run_training(fn, options, reporter: Reporter) -> None:
                 description=f"step {info.step} {terms} lr {info.lr:.2e} {info.samples_per_s:.1f} samples/s{val}",
             )
 
-        result = fn(options, progress=progress)
+        try:
+            result = fn(options, progress=progress)
+        except TrainingInterrupted as exc:
+            raise Interrupted(str(exc)) from None
     summary = {
         "run_dir": str(result.run_dir),
         "step": result.step,
