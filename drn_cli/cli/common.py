@@ -98,7 +98,7 @@ def download_callback(progress: Progress, label: str):
 # Options shared by several subcommands (typed once, used everywhere).
 ScaleOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("-s", "--scale", help="Upscaling factor [default: 4, or the --weights file's own]."),
+    typer.Option("-s", "--scale", help="Upscaling factor (default: 4, or the --weights file's own)."),
 ]
 ModelOpt = Annotated[
     str,

@@ -31,7 +31,7 @@ def upscale_command(
     recursive: Annotated[bool, typer.Option("-r", "--recursive", help="Descend into sub-folders.")] = False,
     suffix: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--suffix", help="Appended to output names [default: _x<scale>]."),
+        typer.Option("--suffix", help="Appended to output names (default: _x<scale>)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="png, jpg, webp, tiff or same.")] = "same",
     quality: Annotated[

@@ -33,7 +33,7 @@ def video_command(
     scale: ScaleOpt = None,
     model: Annotated[str, typer.Option("-m", "--model", help="drn-s, drn-l, drn-tiny or a full name.")] = "drn-s",
     weights: WeightsOpt = None,
-    output: Annotated[_Opt[Path], typer.Option("-o", "--output", help="Output file [default: <name>_x<s>].")] = None,
+    output: Annotated[_Opt[Path], typer.Option("-o", "--output", help="Output file (default: <name>_x<s>).")] = None,
     codec: Annotated[str, typer.Option("--codec", help="ffmpeg video encoder.")] = "libx264",
     crf: Annotated[_Opt[int], typer.Option("--crf", help="Constant rate factor (quality).")] = 18,
     preset: Annotated[_Opt[str], typer.Option("--preset", help="Encoder preset.")] = "medium",
