@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from drn_cli.engine import Upscaler, count_tiles, tiled_forward
+from drn_cli.errors import DrnError
 from drn_cli.loading import load_model
 
 from .conftest import GOLDEN, real_lr
@@ -115,3 +116,10 @@ def test_bf16_upscaler_leaves_the_callers_model_untouched() -> None:
     assert next(up.model.parameters()).dtype == torch.bfloat16
     after = net.state_dict()
     assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_image_too_large_for_ram_is_a_clear_error() -> None:
+    net = load_model(GOLDEN / "tiny-x4.pt", device="cpu")
+    up = Upscaler(net, device="cpu", memory_fraction=1e-9)  # a budget of a few bytes
+    with pytest.raises(DrnError, match=r"needs about .* GiB of RAM"):
+        up.upscale_rgb(real_lr("comic", 4, (16, 16)))
