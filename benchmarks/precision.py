@@ -1,7 +1,7 @@
 """PSNR and speed of each compute precision: how much does fp16/bf16 cost against fp32?
 
 Runs the same upscaler (``drn_cli.engine.Upscaler``, what `drn upscale` uses) on a benchmark set's
-LR files once per precision and reports mean PSNR-Y (border = scale) and seconds. This is the check
+LR images once per precision and reports mean PSNR-Y (border = scale) and seconds. This is the check
 behind ``--precision auto``: a half precision may become the default on a device only if it stays
 within 0.05 dB of fp32 here.
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from drn_cli.datasets import load_eval_dataset, read_rgb  # noqa: E402
+from drn_cli.datasets import load_eval_dataset  # noqa: E402
 from drn_cli.engine import Upscaler  # noqa: E402
 from drn_cli.loading import load_model  # noqa: E402
 from drn_cli.metrics import psnr_y  # noqa: E402
@@ -40,16 +40,14 @@ def main() -> None:
 
     net = load_model(args.model, device="cpu")
     data = load_eval_dataset(args.dataset, net.scale)
-    pairs = [(read_rgb(s.lr_path), read_rgb(s.hr_path)) for s in data.samples if s.lr_path is not None]
-    if not pairs:
-        sys.exit(f"{args.dataset} has no LR files at x{net.scale}")
+    pairs = [sample.load() for sample in data.samples]
     for precision in args.precisions:
         up = Upscaler(net, device=args.device, precision=precision)
         start = time.perf_counter()
         scores = []
         for lr, hr in pairs:
             sr = up(lr[None])[0]
-            scores.append(psnr_y(sr, hr[: sr.shape[0], : sr.shape[1]], net.scale))
+            scores.append(psnr_y(sr, hr, net.scale))
         if up.device.type == "cuda":
             torch.cuda.synchronize()
         row = {

@@ -660,7 +660,8 @@ def run_loop(spec: LoopSpec) -> TrainResult:
 
     with contextlib.ExitStack() as stack:
         interrupt = stack.enter_context(_deferred_interrupt())
-        stack.callback(lambda: log.close() if log is not None else None)
+        if log is not None:
+            stack.callback(log.close)
         batches: Iterator[Any] = iter(spec.batches(start))
         while step < stop:
             try:
