@@ -55,6 +55,7 @@ from torch.optim import Adam, Optimizer
 from .arch import DRN, DownBlock, DRNConfig, DualModel
 from .bicubic import imresize
 from .checkpoint import save_model
+from .degradation import BICUBIC, Degradation, estimate_degradation, min_estimation_side, parse_degradation
 from .errors import InputError
 from .imagefile import IMAGE_EXTENSIONS, read_image
 from .losses import l1_loss
@@ -77,7 +78,7 @@ from .training import (
     setup_distributed,
 )
 
-__all__ = ["ADAPTED_NAME", "AdaptOptions", "FrameSet", "adapt", "fit_bicubic_dual", "load_unpaired"]
+__all__ = ["ADAPTED_NAME", "AdaptOptions", "FrameSet", "adapt", "fit_bicubic_dual", "fit_dual", "load_unpaired"]
 
 #: The model file an adaptation run ends with.
 ADAPTED_NAME = "adapted.safetensors"
@@ -87,8 +88,10 @@ VIDEO_EXTENSIONS = frozenset(
 )
 #: Side of the square crops the bicubic-like dual blocks are fitted on (smaller frames use their size).
 _DUAL_FIT_PATCH = 64
+#: Output side of the crops a whole dual chain is fitted on (the input is this times the scale).
+_DUAL_FIT_OUT = 16
 _DUAL_FIT_BATCH = 8
-_DUAL_FIT_LR = 1e-3
+_DUAL_FIT_LR = 3e-3
 
 
 @dataclass
@@ -134,8 +137,13 @@ class AdaptOptions(OptionsDict):
     frames_per_video: int = 64
     #: Take every n-th frame of a video; None: spread ``frames_per_video`` over the whole video.
     every: int | None = None
-    #: Steps of fitting bicubic-like dual blocks when the model has none (0: refuse such models).
-    dual_init_steps: int = 300
+    #: How the frames were down-scaled, which the dual blocks are fitted to before the loop: "auto"
+    #: (estimated from the frames, see :mod:`drn_cli.degradation`), "model" (keep the model's dual
+    #: blocks), "bicubic" or "blur:SIGMA" (Gaussian blur of SIGMA input pixels, then decimation).
+    degradation: str = "auto"
+    #: Steps of fitting the dual blocks to the degradation, or bicubic-like ones when the model has
+    #: none (0: never fit; refuse models without dual blocks).
+    dual_init_steps: int = 2000
     #: Skip a step whose loss exceeds this multiple of the recent mean (0: never).
     skip_threshold: float = 10.0
     #: Evaluation data set (a folder with HR/ and LR_bicubic/, or HR only) for validation PSNR/SSIM.
@@ -273,6 +281,41 @@ def _init_bicubic_like(block: DownBlock) -> None:
             second.weight[c, i] = torch.outer(low_res, low_res) / per_colour[c]
 
 
+def _fit(
+    module: torch.nn.Module,
+    target: Callable[[torch.Tensor], torch.Tensor],
+    frames: Sequence[np.ndarray],
+    size: int,
+    steps: int,
+    rng: np.random.Generator,
+    device: torch.device | str,
+) -> float:
+    """Train ``module`` to map random ``size`` crops of ``frames`` to ``target(crop)``; held-out PSNR (dB)."""
+    usable = [f for f in frames if min(f.shape[:2]) >= size]
+    optimizer = Adam(module.parameters(), lr=_DUAL_FIT_LR)
+    schedule = cosine_schedule(optimizer, steps, _DUAL_FIT_LR * 0.01)
+    module.train()
+    for _ in range(steps):
+        hr = _crop_batch(usable, _DUAL_FIT_BATCH, size, rng).to(device).float()
+        loss = l1_loss(module(hr), target(hr))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    with torch.no_grad():
+        hr = _crop_batch(usable, 2 * _DUAL_FIT_BATCH, size, rng).to(device).float()
+        mse = float(torch.mean((module(hr) - target(hr)) ** 2))
+    return 10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf
+
+
+def _fit_size(frames: Sequence[np.ndarray], wanted: int, multiple: int, what: str) -> int:
+    """The crop side for fitting: ``wanted``, or the largest frame's shorter side, cut to a multiple."""
+    size = min(wanted, max((min(f.shape[:2]) for f in frames), default=0)) // multiple * multiple
+    if size < 4 * multiple:
+        raise InputError(f"the frames are too small to fit {what} (need at least {4 * multiple} pixels)")
+    return size
+
+
 def fit_bicubic_dual(
     config: DRNConfig,
     frames: Sequence[np.ndarray],
@@ -289,31 +332,45 @@ def fit_bicubic_dual(
     dual model and its PSNR (dB, RGB, 0..255) against the bicubic result on held-out crops.
     Raises :class:`InputError` when no frame is large enough to crop from.
     """
-    sides = [min(f.shape[:2]) for f in frames]
-    size = min(_DUAL_FIT_PATCH, max(sides, default=0)) // 2 * 2
-    if size < 8:
-        raise InputError("the frames are too small to fit bicubic-like dual blocks (need at least 8 pixels)")
-    usable = [f for f in frames if min(f.shape[:2]) >= size]
+    size = _fit_size(frames, _DUAL_FIT_PATCH, 2, "bicubic-like dual blocks")
     rng = np.random.default_rng([seed, 0xD0A1])
     dual = DualModel(config).to(device)
     block = dual.blocks[0]
     _init_bicubic_like(block)
-    optimizer = Adam(block.parameters(), lr=_DUAL_FIT_LR)
-    schedule = cosine_schedule(optimizer, steps, _DUAL_FIT_LR * 0.01)
-    block.train()
-    for _ in range(steps):
-        hr = _crop_batch(usable, _DUAL_FIT_BATCH, size, rng).to(device).float()
-        loss = l1_loss(block(hr), imresize(hr, scale=0.5))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    with torch.no_grad():
-        hr = _crop_batch(usable, 2 * _DUAL_FIT_BATCH, size, rng).to(device).float()
-        mse = float(torch.mean((block(hr) - imresize(hr, scale=0.5)) ** 2))
-    psnr = 10 * math.log10(255.0**2 / mse) if mse > 0 else math.inf
+    psnr = _fit(block, lambda hr: imresize(hr, scale=0.5), frames, size, steps, rng, device)
     for other in dual.blocks[1:]:
         other.load_state_dict(block.state_dict())
+    return dual, psnr
+
+
+def fit_dual(
+    config: DRNConfig,
+    degradation: Degradation,
+    frames: Sequence[np.ndarray],
+    steps: int,
+    *,
+    start: DualModel | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[DualModel, float]:
+    """Dual blocks whose chain imitates ``degradation`` at the model's scale, fitted on crops of ``frames``.
+
+    Starts from a copy of ``start`` (e.g. the pretrained duals) or from bicubic-like blocks, and
+    trains the whole chain with Adam (cosine-annealed) for ``steps`` steps to map random crops to
+    ``degradation.apply(crop, scale)``. Returns the dual model and its held-out PSNR (dB, RGB, 0..255)
+    against the operator. Raises :class:`InputError` when no frame is large enough to crop from.
+    """
+    scale = config.scale
+    size = _fit_size(frames, _DUAL_FIT_OUT * scale, scale, "the dual blocks")
+    dual = DualModel(config)
+    if start is not None:
+        dual.load_state_dict(start.state_dict())
+    else:
+        for block in dual.blocks:
+            _init_bicubic_like(block)
+    dual.to(device)
+    rng = np.random.default_rng([seed, 0xDE6A])
+    psnr = _fit(dual, lambda hr: degradation.apply(hr, scale), frames, size, steps, rng, device)
     return dual, psnr
 
 
@@ -345,6 +402,7 @@ def _check_options(o: AdaptOptions) -> None:
         raise InputError(f"the minimum learning rate must be in 0..lr, got {o.min_lr}")
     if not (o.dual_weight >= 0 and math.isfinite(o.dual_weight)):
         raise InputError(f"lambda must be a finite number >= 0, got {o.dual_weight}")
+    parse_degradation(o.degradation)
     if o.dual_init_steps < 0:
         raise InputError(f"dual init steps must be >= 0, got {o.dual_init_steps}")
     for name in ("val_every", "save_every", "log_every"):
@@ -387,6 +445,62 @@ def _resume_options(options: AdaptOptions) -> tuple[AdaptOptions, dict[str, Any]
         raise InputError(f"cannot resume: {Path(options.out)} holds a training run, not an adaptation run")
     stored = AdaptOptions.from_dict(config["options"])
     return dataclasses.replace(stored, **{k: getattr(options, k) for k in _RUNTIME_FIELDS}), config
+
+
+def _prepare_dual(
+    options: AdaptOptions,
+    config: DRNConfig,
+    loaded: DualModel | None,
+    loaded_source: str,
+    frames: Sequence[np.ndarray],
+    device: torch.device,
+) -> tuple[DualModel, str, str]:
+    """The dual blocks the loop starts from, where they came from, and a note on the degradation.
+
+    ``--degradation auto`` estimates the degradation from the frames; bicubic (what the pretrained
+    duals imitate) keeps the model's dual blocks, anything else has them fitted to it. A model
+    without dual blocks gets bicubic-like ones first.
+    """
+    choice = parse_degradation(options.degradation)
+    scale, steps = config.scale, options.dual_init_steps
+    target: Degradation | None
+    if choice == "auto":
+        if any(min(f.shape[:2]) >= min_estimation_side(scale) for f in frames):
+            estimate = estimate_degradation(frames, scale)
+            target = estimate.degradation
+            note = f"degradation: {estimate.describe(scale)}"
+            if target != BICUBIC and steps == 0:
+                note += "; not fitted (--dual-init-steps 0), the model's dual blocks are kept"
+                target = None
+        else:
+            target = None
+            note = (
+                f"degradation: not estimated (no frame has {min_estimation_side(scale)} pixels on its shorter "
+                "side); the model's dual blocks are kept"
+            )
+    elif choice == "model":
+        target, note = None, "degradation: the model's dual blocks are kept (--degradation model)"
+    else:
+        assert isinstance(choice, Degradation)
+        target, note = choice, f"degradation: {choice.describe(scale)} (--degradation {choice})"
+
+    if target is None or target == BICUBIC:
+        if loaded is not None:
+            return loaded, loaded_source, note
+        if steps == 0:
+            raise InputError(
+                f"the model {_model_spec(options)} has no dual blocks and fitting them is disabled "
+                "(--dual-init-steps 0); give a model file with dual blocks or allow fitting"
+            )
+        dual, fit_psnr = fit_bicubic_dual(config, frames, steps, seed=options.seed, device=device)
+        source = f"bicubic-like, fitted for {steps} steps on your frames ({fit_psnr:.1f} dB against MATLAB bicubic 2x)"
+        return dual, source, note
+    if steps == 0:
+        raise InputError(f"--degradation {target} needs the dual blocks fitted, but --dual-init-steps is 0")
+    dual, fit_psnr = fit_dual(config, target, frames, steps, start=loaded, seed=options.seed, device=device)
+    start = loaded_source if loaded is not None else "from bicubic-like blocks"
+    source = f"fitted to {target} for {steps} steps on your frames, starting {start} ({fit_psnr:.1f} dB against it)"
+    return dual, source, note
 
 
 def adapt(options: AdaptOptions, progress: Callable[[ProgressInfo], None] | None = None) -> TrainResult:
@@ -481,22 +595,12 @@ def _adapt(
         paired_note = "paired data: none (paired batch 0)"
 
     if stored_config is None:
-        if loaded_dual is not None:
-            dual = loaded_dual
-        elif options.dual_init_steps == 0:
-            raise InputError(
-                f"the model {_model_spec(options)} has no dual blocks and fitting them is disabled "
-                "(--dual-init-steps 0); give a model file with dual blocks or allow fitting"
-            )
-        else:
-            dual, fit_psnr = fit_bicubic_dual(
-                config, unpaired or frames.frames, options.dual_init_steps, seed=options.seed, device=device
-            )
-            dual_source = (
-                f"bicubic-like, fitted for {options.dual_init_steps} steps on your frames "
-                f"({fit_psnr:.1f} dB against MATLAB bicubic 2x)"
-            )
-    notes = [data_note, paired_note, f"dual blocks: {dual_source}"]
+        dual, dual_source, degradation_note = _prepare_dual(
+            options, config, loaded_dual, dual_source, unpaired or frames.frames, device
+        )
+    else:
+        degradation_note = str(stored_config.get("degradation", "degradation: not recorded"))
+    notes = [data_note, paired_note, degradation_note, f"dual blocks: {dual_source}"]
     primal.to(device)
     dual.to(device)
 
@@ -564,6 +668,7 @@ def _adapt(
         "options": options.to_dict(),
         "model": {"scale": scale, "n_blocks": config.n_blocks, "n_feats": config.n_feats},
         "dual_init": dual_source,
+        "degradation": degradation_note,
         "paired": paired_note,
         "world_size": dist_info.world_size,
         "device": str(device),

@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from drn_cli.adapt import ADAPTED_NAME, AdaptOptions, adapt, fit_bicubic_dual, load_unpaired
+from drn_cli.adapt import ADAPTED_NAME, AdaptOptions, adapt, fit_bicubic_dual, fit_dual, load_unpaired
 from drn_cli.arch import DRN, DRNConfig, DualModel
 from drn_cli.bicubic import imresize
 from drn_cli.checkpoint import save_model
+from drn_cli.degradation import Degradation, gaussian_downscale
 from drn_cli.errors import InputError
 from drn_cli.loading import load_dual, load_model
 from drn_cli.video import iter_frames
@@ -112,24 +113,34 @@ def test_adapt_frame_folder_updates_primal_and_dual(tmp_path: Path, tiny_model: 
     assert load_dual(out, model.config) is not None
     # No --paired: the synthetic pairs come from the user's own frames, and the result says so.
     assert any("synthetic pairs from 6 of your frames" in n for n in result.notes)
-    assert any(n.startswith("dual blocks: from ") for n in result.notes)
+    # Camera frames are blurrier than bicubic down-scaling: the duals are re-fitted to the estimate.
+    assert any(n.startswith("degradation: estimated from 6 frame(s): Gaussian blur sigma") for n in result.notes)
+    dual_note = f"dual blocks: fitted to blur:{result.notes[2].split('sigma ')[1].split(' ')[0]} for 20 steps"
+    assert any(n.startswith(dual_note) and f"starting from {tiny_model}" in n for n in result.notes)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["kind"] == "adapt" and "synthetic" in config["paired"]
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("step,loss,loss_paired,loss_dual")
 
 
-def test_adapt_video_with_official_model_without_dual(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("degradation", "dual_note"),
+    [
+        ("model", "dual blocks: bicubic-like, fitted for 20 steps"),
+        ("blur:2", "dual blocks: fitted to blur:2 for 20 steps on your frames, starting from bicubic-like blocks"),
+    ],
+)
+def test_adapt_video_with_official_model_without_dual(tmp_path: Path, degradation: str, dual_note: str) -> None:
     """The golden official-format tiny model has no dual blocks: bicubic-like ones are fitted first."""
     before = torch.load(GOLDEN_TINY, weights_only=True)
     paired = [str(TRAIN / "T91" / f"t{i}.bmp") for i in (1, 2, 3)]
-    result = adapt(small(tmp_path / "run", [CLIP], GOLDEN_TINY, paired=paired))
+    result = adapt(small(tmp_path / "run", [CLIP], GOLDEN_TINY, paired=paired, degradation=degradation))
 
     out = tmp_path / "run" / ADAPTED_NAME
     after_primal, after_dual = split(load_file(str(out)))
     assert changed({k: before[k] for k in after_primal}, after_primal)
     assert sorted(after_dual) == sorted(DualModel(DRNConfig(4, 3, 8)).state_dict())
-    assert any(n.startswith("dual blocks: bicubic-like, fitted for 20 steps") for n in result.notes)
+    assert any(n.startswith(dual_note) for n in result.notes)
     assert any("paired data: 3 HR image(s)" in n for n in result.notes)
     assert any("1 video(s)" in n for n in result.notes)
     assert load_dual(out, load_model(out, device="cpu").config) is not None
@@ -144,6 +155,23 @@ def test_fitted_dual_imitates_bicubic(frame_dir: Path) -> None:
     assert 10 * np.log10(255**2 / mse) > 30
     assert psnr > 30
     assert all(torch.equal(a, b) for a, b in zip(dual.blocks[0].parameters(), dual.blocks[1].parameters(), strict=True))
+
+
+def test_fit_dual_imitates_the_degradation(frame_dir: Path) -> None:
+    frames = load_unpaired([frame_dir]).frames
+    config = DRNConfig(4, 1, 4)
+    start, _ = fit_bicubic_dual(config, frames, 20)  # as a model's pretrained (bicubic) duals would be
+    start_state = {k: v.clone() for k, v in start.state_dict().items()}
+    blur = Degradation("blur", 2.4)
+    dual, psnr = fit_dual(config, blur, frames, 600, start=start)
+    assert not changed(start_state, start.state_dict())  # the starting blocks are copied, not trained
+    crops = torch.from_numpy(np.stack([f[48:176, 64:256] for f in frames])).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        target = gaussian_downscale(crops, 4, 2.4)
+        mse = float(((dual(crops) - target) ** 2).mean())
+        mse_bicubic = float(((imresize(crops, scale=0.25) - target) ** 2).mean())
+    assert 10 * np.log10(255**2 / mse) > 30 and psnr > 30
+    assert mse_bicubic > 2 * mse  # it learned the blur: half the error of bicubic, where it started
 
 
 def test_resume_continues_exactly(tmp_path: Path, tiny_model: Path, frame_dir: Path) -> None:
@@ -161,6 +189,7 @@ _RANK_SCRIPT = """
 import json, os, sys
 from drn_cli.adapt import AdaptOptions, adapt
 from drn_cli.checkpoint import save_model
+from drn_cli.degradation import Degradation, gaussian_downscale
 result = adapt(AdaptOptions(**json.loads(sys.argv[1])))
 mods = result.modules
 save_model(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.safetensors"), mods["primal"], mods["dual"])
@@ -236,6 +265,8 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path, tiny_model: Path) -> None:
         (small(tmp_path / "r4", [tiny_frames], tiny_model), "smaller than the 8-pixel LR patch"),
         (small(tmp_path / "r5", [CLIP], GOLDEN_TINY, dual_init_steps=0), "has no dual blocks"),
         (small(tmp_path / "r6", [CLIP], tiny_model, patch_size=30), "multiple of the scale"),
+        (small(tmp_path / "r7", [CLIP], tiny_model, degradation="sharp"), "unknown degradation 'sharp'"),
+        (small(tmp_path / "r8", [CLIP], tiny_model, degradation="blur:1", dual_init_steps=0), "dual-init-steps is 0"),
     ]
     for options, message in cases:
         with pytest.raises(InputError, match=message) as info:

@@ -50,9 +50,17 @@ def adapt_command(
     every: Annotated[
         _Opt[int], typer.Option("--every", help="Take every n-th video frame (default: spread over the video).")
     ] = None,
+    degradation: Annotated[
+        str,
+        typer.Option(
+            "--degradation",
+            help="How your frames were down-scaled, for the dual blocks: auto (estimated from the frames), "
+            "model (keep the model's dual blocks), bicubic, or blur:SIGMA (Gaussian blur, then decimation).",
+        ),
+    ] = "auto",
     dual_init_steps: Annotated[
-        int, typer.Option("--dual-init-steps", help="Steps fitting bicubic-like dual blocks for a model without them.")
-    ] = 300,
+        int, typer.Option("--dual-init-steps", help="Steps fitting the dual blocks to the degradation (0: never).")
+    ] = 2000,
     skip_threshold: Annotated[
         float, typer.Option("--skip-threshold", help="Skip steps whose loss exceeds this x the recent mean.")
     ] = 10.0,
@@ -92,6 +100,7 @@ def adapt_command(
         dual_weight=dual_weight,
         frames_per_video=frames_per_video,
         every=every,
+        degradation=degradation,
         dual_init_steps=dual_init_steps,
         skip_threshold=skip_threshold,
         val=val,
