@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import sys
 import tempfile
@@ -65,29 +66,37 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from drn_cli.adapt import ADAPTED_NAME, AdaptOptions, adapt  # noqa: E402
+from drn_cli.bicubic import imresize  # noqa: E402
 from drn_cli.datasets import EvalDataset, EvalSample, list_images, load_eval_dataset, read_rgb  # noqa: E402
 from drn_cli.evaluate import evaluate  # noqa: E402
 from drn_cli.loading import load_model  # noqa: E402
 
-DEGRADATIONS = ("nearest", "blur")
+DEGRADATIONS = ("nearest", "blur", "bicubic")
 BLUR_SIZE = 7
 BLUR_SIGMA = 1.6
 
 
-def degrade(hr: np.ndarray, scale: int, kind: str) -> np.ndarray:
-    """The LR version of a uint8 RGB ``hr`` (sides multiples of ``scale``) under ``kind``."""
+def degrade(hr: np.ndarray, scale: int, kind: str, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """The LR version of a uint8 RGB ``hr`` (sides multiples of ``scale``) under ``kind``.
+
+    ``sigma``: the blur's (the kernel is 7x7 for the default 1.6, ``2 * ceil(3 * sigma) + 1`` wide otherwise).
+    """
     phase = scale // 2
     if kind == "nearest":
         return np.ascontiguousarray(hr[phase::scale, phase::scale])
+    if kind == "bicubic":  # the control: the degradation the model was trained on
+        lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].double(), scale=1.0 / scale)
+        return lr[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
     if kind == "blur":
-        blurred = cv2.GaussianBlur(
-            hr.astype(np.float64), (BLUR_SIZE, BLUR_SIZE), BLUR_SIGMA, borderType=cv2.BORDER_REFLECT_101
-        )
+        size = BLUR_SIZE if sigma == BLUR_SIGMA else 2 * math.ceil(3 * sigma) + 1
+        blurred = cv2.GaussianBlur(hr.astype(np.float64), (size, size), sigma, borderType=cv2.BORDER_REFLECT_101)
         return np.ascontiguousarray(np.clip(np.round(blurred[phase::scale, phase::scale]), 0, 255).astype(np.uint8))
     raise ValueError(f"unknown degradation {kind!r}")
 
 
-def make_degraded_sets(sets: list[str], scale: int, kind: str, work: Path) -> dict[str, EvalDataset]:
+def make_degraded_sets(
+    sets: list[str], scale: int, kind: str, work: Path, sigma: float = BLUR_SIGMA
+) -> dict[str, EvalDataset]:
     """Write the ``kind`` LR images of every set under ``work/kind/<set>/``; evaluation sets pairing them with HR."""
     out: dict[str, EvalDataset] = {}
     for name in sets:
@@ -98,7 +107,7 @@ def make_degraded_sets(sets: list[str], scale: int, kind: str, work: Path) -> di
         for hr_path in list_images(hr_dir):
             hr = read_rgb(hr_path)
             h, w = hr.shape[:2]
-            lr = degrade(hr[: h - h % scale, : w - w % scale], scale, kind)
+            lr = degrade(hr[: h - h % scale, : w - w % scale], scale, kind, sigma)
             lr_path = lr_dir / f"{hr_path.stem}x{scale}.png"
             Image.fromarray(lr).save(lr_path)
             samples.append(EvalSample(name=hr_path.stem, hr_path=hr_path, lr_path=lr_path, scale=scale))
@@ -118,6 +127,12 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     parser.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS), choices=DEGRADATIONS)
     defaults = AdaptOptions()
+    parser.add_argument(
+        "--degradation",
+        default=defaults.degradation,
+        help="adapt's --degradation (default auto: estimated from the LR images; model: the old behaviour)",
+    )
+    parser.add_argument("--blur-sigma", type=float, default=BLUR_SIGMA, help="the blur degradation's sigma")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--dual-lr", type=float, default=defaults.dual_lr)
@@ -151,6 +166,7 @@ def main() -> None:
     report: dict[str, object] = {
         "model": args.model,
         "scale": args.scale,
+        "blur_sigma": args.blur_sigma,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
@@ -158,7 +174,7 @@ def main() -> None:
     }
     rows = []
     for kind in args.degradations:
-        sets = make_degraded_sets(args.sets, args.scale, kind, work)
+        sets = make_degraded_sets(args.sets, args.scale, kind, work, args.blur_sigma)
         before = {s: score(base, ds, args.scale) for s, ds in sets.items()}
         options = AdaptOptions(
             unpaired=[str(work / kind)],
@@ -174,6 +190,7 @@ def main() -> None:
             lr=args.lr,
             dual_lr=args.dual_lr,
             dual_weight=args.dual_weight,
+            degradation=args.degradation,
             seed=args.seed,
             save_every=10**9,
             log_every=10,

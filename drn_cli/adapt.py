@@ -22,6 +22,13 @@ Our reading, where the paper leaves room:
 * ``S_P`` is made of HR crops from ``paired`` folders, or, when none are given, from the user's own
   frames (the frame taken as HR); the LR side is their MATLAB-bicubic down-scaling, rounded to
   8 bits as benchmark LR files are.
+* The dual model must know the real degradation for the loop to teach the primal network anything,
+  and the unpaired loop does not teach it that. So before the loop the degradation is estimated from
+  the frames (:mod:`drn_cli.degradation`; ``degradation="auto"``): frames that look
+  bicubic-down-scaled keep the model's (bicubic) dual blocks; otherwise the whole dual chain is
+  fitted for ``dual_init_steps`` steps to the estimated operator (a Gaussian blur then decimation)
+  on crops of the user's frames, starting from the model's dual blocks. ``"model"`` skips this
+  (the paper's Algorithm 1 as written), ``"bicubic"``/``"blur:SIGMA"`` name the operator.
 * A model file without dual blocks gets "bicubic-like" ones: a fresh dual block is fitted for
   ``dual_init_steps`` steps to MATLAB's bicubic 2x down-scaling of crops of the user's frames, and
   copied into every stage (each stage is a 2x bicubic down-scaling in the pretrained duals too).
@@ -30,10 +37,10 @@ The step loop, schedules, loss-spike guard, multi-process gradient averaging (``
 validation, ``metrics.csv``, ``last.ckpt`` and exact ``resume`` are :func:`drn_cli.training.run_loop`'s.
 The run directory ends with ``adapted.safetensors`` (primal + dual), usable wherever a model file is.
 
-What to expect: the loop can only help as far as the dual model matches the real degradation, and
-the unpaired data alone do not teach it that; ``benchmarks/adapt.py`` measures this (no gain on
-nearest-neighbour or blur-decimated benchmarks with the pretrained dual; +0.4..0.7 dB with a dual
-fitted to the true degradation).
+What to expect (``benchmarks/adapt.py``, ``benchmarks/RESULTS.md``): a clear gain where the
+degradation differs measurably from bicubic (nearest-neighbour down-sampling: +0.5..0.6 dB with the
+defaults), nothing where it is statistically close to bicubic (a Gaussian of sigma 1.6 at x4): the
+sub-pixel sampling phase, which cannot be told from LR data, is then all that differs.
 """
 
 from __future__ import annotations
@@ -101,8 +108,7 @@ class AdaptOptions(OptionsDict):
     Defaults: ``lr`` 1e-5, a tenth of the training rate (the usual fine-tuning step: the model is
     already good on bicubic data and must not drift); ``dual_weight`` 0.1 as in the paper; a
     quarter of each batch unpaired (``m`` 4, ``n`` 12) so the paired term anchors the model;
-    500 steps. ``benchmarks/adapt.py`` measured them: on nearest-neighbour and blur-decimated LR
-    no setting tried gave a clear gain (its docstring has the figures and the reason).
+    500 steps; the degradation estimated from the frames (``benchmarks/adapt.py`` has the figures).
     """
 
     _KIND = "adaptation"
@@ -289,19 +295,25 @@ def _fit(
     steps: int,
     rng: np.random.Generator,
     device: torch.device | str,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Train ``module`` to map random ``size`` crops of ``frames`` to ``target(crop)``; held-out PSNR (dB)."""
+    """Train ``module`` to map random ``size`` crops of ``frames`` to ``target(crop)``; held-out PSNR (dB).
+
+    ``on_step(done, steps)`` is called every 50 steps.
+    """
     usable = [f for f in frames if min(f.shape[:2]) >= size]
     optimizer = Adam(module.parameters(), lr=_DUAL_FIT_LR)
     schedule = cosine_schedule(optimizer, steps, _DUAL_FIT_LR * 0.01)
     module.train()
-    for _ in range(steps):
+    for i in range(steps):
         hr = _crop_batch(usable, _DUAL_FIT_BATCH, size, rng).to(device).float()
         loss = l1_loss(module(hr), target(hr))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        if on_step is not None and ((i + 1) % 50 == 0 or i + 1 == steps):
+            on_step(i + 1, steps)
     with torch.no_grad():
         hr = _crop_batch(usable, 2 * _DUAL_FIT_BATCH, size, rng).to(device).float()
         mse = float(torch.mean((module(hr) - target(hr)) ** 2))
@@ -323,6 +335,7 @@ def fit_bicubic_dual(
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[DualModel, float]:
     """Dual blocks that imitate MATLAB's bicubic 2x down-scaling, fitted on crops of ``frames``.
 
@@ -337,7 +350,7 @@ def fit_bicubic_dual(
     dual = DualModel(config).to(device)
     block = dual.blocks[0]
     _init_bicubic_like(block)
-    psnr = _fit(block, lambda hr: imresize(hr, scale=0.5), frames, size, steps, rng, device)
+    psnr = _fit(block, lambda hr: imresize(hr, scale=0.5), frames, size, steps, rng, device, on_step)
     for other in dual.blocks[1:]:
         other.load_state_dict(block.state_dict())
     return dual, psnr
@@ -352,13 +365,15 @@ def fit_dual(
     start: DualModel | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[DualModel, float]:
     """Dual blocks whose chain imitates ``degradation`` at the model's scale, fitted on crops of ``frames``.
 
     Starts from a copy of ``start`` (e.g. the pretrained duals) or from bicubic-like blocks, and
     trains the whole chain with Adam (cosine-annealed) for ``steps`` steps to map random crops to
-    ``degradation.apply(crop, scale)``. Returns the dual model and its held-out PSNR (dB, RGB, 0..255)
-    against the operator. Raises :class:`InputError` when no frame is large enough to crop from.
+    ``degradation.apply(crop, scale)`` (``on_step(done, steps)`` every 50 steps). Returns the dual
+    model and its held-out PSNR (dB, RGB, 0..255) against the operator. Raises
+    :class:`InputError` when no frame is large enough to crop from.
     """
     scale = config.scale
     size = _fit_size(frames, _DUAL_FIT_OUT * scale, scale, "the dual blocks")
@@ -370,7 +385,7 @@ def fit_dual(
             _init_bicubic_like(block)
     dual.to(device)
     rng = np.random.default_rng([seed, 0xDE6A])
-    psnr = _fit(dual, lambda hr: degradation.apply(hr, scale), frames, size, steps, rng, device)
+    psnr = _fit(dual, lambda hr: degradation.apply(hr, scale), frames, size, steps, rng, device, on_step)
     return dual, psnr
 
 
@@ -454,6 +469,7 @@ def _prepare_dual(
     loaded_source: str,
     frames: Sequence[np.ndarray],
     device: torch.device,
+    progress: Callable[[ProgressInfo], None] | None,
 ) -> tuple[DualModel, str, str]:
     """The dual blocks the loop starts from, where they came from, and a note on the degradation.
 
@@ -463,6 +479,12 @@ def _prepare_dual(
     """
     choice = parse_degradation(options.degradation)
     scale, steps = config.scale, options.dual_init_steps
+
+    def stage(text: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(ProgressInfo(done, total, {}, 0.0, 0.0, 0, stage=text))
+
     target: Degradation | None
     if choice == "auto":
         if any(min(f.shape[:2]) >= min_estimation_side(scale) for f in frames):
@@ -492,12 +514,16 @@ def _prepare_dual(
                 f"the model {_model_spec(options)} has no dual blocks and fitting them is disabled "
                 "(--dual-init-steps 0); give a model file with dual blocks or allow fitting"
             )
-        dual, fit_psnr = fit_bicubic_dual(config, frames, steps, seed=options.seed, device=device)
+        on_step = stage("fitting bicubic-like dual blocks")
+        dual, fit_psnr = fit_bicubic_dual(config, frames, steps, seed=options.seed, device=device, on_step=on_step)
         source = f"bicubic-like, fitted for {steps} steps on your frames ({fit_psnr:.1f} dB against MATLAB bicubic 2x)"
         return dual, source, note
     if steps == 0:
         raise InputError(f"--degradation {target} needs the dual blocks fitted, but --dual-init-steps is 0")
-    dual, fit_psnr = fit_dual(config, target, frames, steps, start=loaded, seed=options.seed, device=device)
+    on_step = stage(f"fitting the dual blocks to {target}")
+    dual, fit_psnr = fit_dual(
+        config, target, frames, steps, start=loaded, seed=options.seed, device=device, on_step=on_step
+    )
     start = loaded_source if loaded is not None else "from bicubic-like blocks"
     source = f"fitted to {target} for {steps} steps on your frames, starting {start} ({fit_psnr:.1f} dB against it)"
     return dual, source, note
@@ -595,8 +621,9 @@ def _adapt(
         paired_note = "paired data: none (paired batch 0)"
 
     if stored_config is None:
+        main_progress = progress if dist_info.rank == 0 else None
         dual, dual_source, degradation_note = _prepare_dual(
-            options, config, loaded_dual, dual_source, unpaired or frames.frames, device
+            options, config, loaded_dual, dual_source, unpaired or frames.frames, device, main_progress
         )
     else:
         degradation_note = str(stored_config.get("degradation", "degradation: not recorded"))

@@ -187,6 +187,9 @@ class ProgressInfo:
     val_psnr: float | None = None
     val_ssim: float | None = None
     best_psnr: float | None = None
+    #: Set while a preparation stage runs before the first step (``drn adapt`` fitting its dual
+    #: blocks): what it is; ``step``/``total`` then count that stage's own steps.
+    stage: str | None = None
 
 
 @dataclass

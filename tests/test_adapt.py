@@ -26,6 +26,7 @@ from drn_cli.checkpoint import save_model
 from drn_cli.degradation import Degradation, gaussian_downscale
 from drn_cli.errors import InputError
 from drn_cli.loading import load_dual, load_model
+from drn_cli.training import ProgressInfo
 from drn_cli.video import iter_frames
 
 from .conftest import GOLDEN, ROOT, TRAIN, VIDEO
@@ -101,7 +102,8 @@ def test_load_unpaired_streams_video_frames_spread_over_the_clip(frame_dir: Path
 
 def test_adapt_frame_folder_updates_primal_and_dual(tmp_path: Path, tiny_model: Path, frame_dir: Path) -> None:
     before_primal, before_dual = split(load_file(str(tiny_model)))
-    result = adapt(small(tmp_path / "run", [frame_dir], tiny_model))
+    seen: list[ProgressInfo] = []
+    result = adapt(small(tmp_path / "run", [frame_dir], tiny_model), progress=seen.append)
 
     assert result.finished and result.step == 4
     out = tmp_path / "run" / ADAPTED_NAME
@@ -115,8 +117,12 @@ def test_adapt_frame_folder_updates_primal_and_dual(tmp_path: Path, tiny_model: 
     assert any("synthetic pairs from 6 of your frames" in n for n in result.notes)
     # Camera frames are blurrier than bicubic down-scaling: the duals are re-fitted to the estimate.
     assert any(n.startswith("degradation: estimated from 6 frame(s): Gaussian blur sigma") for n in result.notes)
-    dual_note = f"dual blocks: fitted to blur:{result.notes[2].split('sigma ')[1].split(' ')[0]} for 20 steps"
+    estimated = f"blur:{result.notes[2].split('sigma ')[1].split(' ')[0]}"
+    dual_note = f"dual blocks: fitted to {estimated} for 20 steps"
     assert any(n.startswith(dual_note) and f"starting from {tiny_model}" in n for n in result.notes)
+    # The fit is reported as a stage before the steps (20 fitting steps: one report at the end).
+    assert [(i.stage, i.step, i.total) for i in seen[:1]] == [(f"fitting the dual blocks to {estimated}", 20, 20)]
+    assert [i.step for i in seen[1:]] == [1, 2, 3, 4] and all(i.stage is None for i in seen[1:])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["kind"] == "adapt" and "synthetic" in config["paired"]
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

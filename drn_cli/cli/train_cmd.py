@@ -96,6 +96,9 @@ def run_training(fn, options, reporter: Reporter) -> None:
         task = bar.add_task("loading model and data", total=options.steps)
 
         def progress(info) -> None:
+            if info.stage is not None:
+                bar.update(task, completed=info.step, total=info.total, description=info.stage)
+                return
             terms = " ".join(f"{k} {v:.4f}" for k, v in info.losses.items() if math.isfinite(v))
             val = f" val {info.val_psnr:.2f} dB" if info.val_psnr is not None else ""
             bar.update(
