@@ -1,12 +1,14 @@
 """Does `drn adapt` help on degradations the model never saw? PSNR/SSIM before and after adaptation.
 
 For every HR image of the chosen benchmark sets (cropped top-left to a multiple of the scale ``s``)
-two LR versions are made, neither of which the bicubic-trained model has seen:
+LR versions are made, the first two of which the bicubic-trained model has never seen:
 
 * ``nearest``: nearest-neighbour down-sampling: the pixel at offset ``s // 2`` of every ``s x s``
   cell (MATLAB's and Pillow's nearest-neighbour phase for an integer factor);
 * ``blur``: a 7x7 Gaussian blur with sigma 1.6 (mirrored borders), then decimation: every ``s``-th
-  pixel, at the same phase ``s // 2``.
+  pixel, at the same phase ``s // 2`` (``--blur-sigma`` changes the width);
+* ``bicubic``: the control, MATLAB bicubic (what the model was trained on): adapting on it should
+  change nothing.
 
 For each degradation the model is adapted with :func:`drn_cli.adapt.adapt` using *only* that
 degradation's LR images (all sets together) as unpaired data, no HR. The HR images are used for
@@ -17,31 +19,9 @@ The LR images and runs live in a temporary folder (``--work`` to keep them).
     python benchmarks/adapt.py --model /tmp/drnrun/x4/best.safetensors
     python benchmarks/adapt.py --model drn-tiny-x4 --steps 300 --json-out adapt.json
     python benchmarks/adapt.py --model M --paired ../shared/data/train/T91    # HR paired set instead
+    python benchmarks/adapt.py --model drn-tiny-x8 --scale 8 --sets Set5 Set14   # B100 has no x8 LR
 
-Results (drn-tiny-x4, library defaults: 500 steps, lr 1e-5, m 4, n 12, lambda 0.1, patch 48 because
-the LR images are small; about 8 minutes on 2 CPU cores). PSNR change in dB after adaptation:
-
-| unpaired data | paired set | Set5 | Set14 | B100 | clean bicubic Set5 / Set14 / B100 |
-| --- | --- | --- | --- | --- | --- |
-| nearest | synthetic (default) | -0.15 | -0.18 | -0.19 | -0.03 / -0.01 / -0.01 |
-| blur | synthetic (default) | -0.01 | -0.01 | -0.00 | -0.01 / -0.01 / -0.01 |
-| nearest | T91 HR | -0.00 | -0.00 | -0.00 | +0.01 / +0.00 / -0.00 |
-| blur | T91 HR | +0.00 | +0.00 | +0.00 | +0.01 / +0.00 / -0.00 |
-| nearest | synthetic, lambda 0 (control) | -0.12 | -0.14 | -0.16 | -0.04 / -0.01 / -0.01 |
-| blur | synthetic, lambda 0 (control) | -0.00 | -0.00 | +0.00 | -0.00 / -0.01 / -0.00 |
-
-The target (a clear gain on each degraded set) is not met, and tuning (lr 1e-5..1e-4, lambda 0..1,
-dual lr up to 1e-3, unpaired share 25..100 %) did not change that: larger lambda, faster dual
-learning or more unpaired samples only made both sets worse (lambda 1 with dual lr 1e-3: nearest
--0.63 dB; unpaired only: -2.3 dB). The reason is measurable: for the pretrained pair the closed
-loop is already closer for the model's own output than for the truth (Set14 nearest, mean
-``|D(P(x)) - x|`` 6.1 grey levels, ``|D(y) - x|`` 10.5), so minimising it pulls ``P`` away from
-``y``; the dual is trained on ``(P(x), x)`` and pinned to bicubic by the paired samples, so nothing
-in the unpaired loop reveals the real degradation. With a dual fitted to the true degradation on
-T91 HR crops (outside knowledge, not available to ``drn adapt``), the same loop (lambda 1, dual
-frozen, T91 pairs, 300 steps, lr 1e-4) gains +0.69 / +0.51 dB (nearest, Set5 / Set14) and
-+0.61 / +0.40 dB (blur). The synthetic pairs made from nearest-neighbour frames cost ~0.15 dB on
-their own (the lambda 0 control): aliased frames used as HR teach the model aliased output.
+The results and what they mean are in ``benchmarks/RESULTS.md`` (section "drn adapt").
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ from torch.optim import Adam, Optimizer
 from .arch import DRN, DownBlock, DRNConfig, DualModel
 from .bicubic import imresize
 from .checkpoint import save_model
-from .degradation import BICUBIC, Degradation, estimate_degradation, min_estimation_side, parse_degradation
+from .degradation import BICUBIC, Degradation, estimate_degradation, parse_degradation
 from .errors import InputError
 from .imagefile import IMAGE_EXTENSIONS, read_image
 from .losses import l1_loss
@@ -487,19 +487,16 @@ def _prepare_dual(
 
     target: Degradation | None
     if choice == "auto":
-        if any(min(f.shape[:2]) >= min_estimation_side(scale) for f in frames):
+        try:
             estimate = estimate_degradation(frames, scale)
+        except InputError as exc:  # frames too small or flat: adapting still works, with the model's duals
+            target, note = None, f"degradation: not estimated ({exc}); the model's dual blocks are kept"
+        else:
             target = estimate.degradation
             note = f"degradation: {estimate.describe(scale)}"
             if target != BICUBIC and steps == 0:
                 note += "; not fitted (--dual-init-steps 0), the model's dual blocks are kept"
                 target = None
-        else:
-            target = None
-            note = (
-                f"degradation: not estimated (no frame has {min_estimation_side(scale)} pixels on its shorter "
-                "side); the model's dual blocks are kept"
-            )
     elif choice == "model":
         target, note = None, "degradation: the model's dual blocks are kept (--degradation model)"
     else:

@@ -163,6 +163,17 @@ def test_fitted_dual_imitates_bicubic(frame_dir: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(dual.blocks[0].parameters(), dual.blocks[1].parameters(), strict=True))
 
 
+def test_frames_too_small_to_estimate_keep_the_model_duals(tmp_path: Path, tiny_model: Path, frame_dir: Path) -> None:
+    small_frames = tmp_path / "small"
+    small_frames.mkdir()
+    for i, path in enumerate(sorted(frame_dir.glob("*.png"))[:3]):
+        Image.open(path).crop((100, 80, 124, 104)).save(small_frames / f"{i}.png")  # 24 px < 8 * scale
+    result = adapt(small(tmp_path / "run", [small_frames], tiny_model, patch_size=16, steps=2))
+    assert result.finished
+    assert "degradation: not estimated (no frame is large enough to estimate the degradation" in result.notes[2]
+    assert result.notes[3] == f"dual blocks: from {tiny_model}"
+
+
 def test_fit_dual_imitates_the_degradation(frame_dir: Path) -> None:
     frames = load_unpaired([frame_dir]).frames
     config = DRNConfig(4, 1, 4)
