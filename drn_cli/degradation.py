@@ -127,7 +127,8 @@ def _gaussian_taps(sigma: float, phase: float) -> tuple[torch.Tensor, int]:
 def gaussian_downscale(images: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
     """Gaussian blur (``sigma`` input pixels; 0: none) then ``scale``-fold decimation on the centred grid.
 
-    Output pixel ``i`` is the blurred input at ``scale * i + (scale - 1) / 2``; borders are mirrored.
+    Output pixel ``i`` is the blurred input at ``scale * i + (scale - 1) / 2``; borders are mirrored
+    (repeated, for an image narrower than the kernel).
     ``images`` is N x C x H x W; the output is N x C x (H // scale) x (W // scale), same dtype.
     """
     weights, lo = _gaussian_taps(sigma, (scale - 1) / 2)
@@ -135,9 +136,9 @@ def gaussian_downscale(images: torch.Tensor, scale: int, sigma: float) -> torch.
     out_h, out_w = h // scale, w // scale
     taps = len(weights)
     before, after = max(0, -lo), max(0, lo + taps - scale)
-    if max(before, after) >= min(h, w):
-        raise ValueError(f"image of {w}x{h} pixels is too small for a Gaussian of sigma {sigma}")
-    padded = F.pad(images, (before, after, before, after), mode="reflect") if before or after else images
+    # Mirroring needs the image to be wider than the padding; narrower ones repeat their edge pixels.
+    mode = "reflect" if max(before, after) < min(h, w) else "replicate"
+    padded = F.pad(images, (before, after, before, after), mode=mode) if before or after else images
     start = lo + before
     padded = padded[..., start:, start:]
     kernel = weights.to(images.dtype).to(images.device)

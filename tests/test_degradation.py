@@ -55,6 +55,13 @@ def test_point_sampling_on_an_even_scale_is_the_mean_of_the_two_centre_pixels() 
     torch.testing.assert_close(out, centre / 4)
 
 
+def test_a_kernel_wider_than_the_image_still_works() -> None:
+    image = torch.full((1, 3, 12, 12), 100.0)
+    out = gaussian_downscale(image, 4, 5.0)  # radius 15 > 12 pixels: edges are repeated
+    assert out.shape == (1, 3, 3, 3)
+    torch.testing.assert_close(out, torch.full_like(out, 100.0))
+
+
 def test_estimate_finds_point_sampling_in_nearest_neighbour_frames(set14_hr: list[np.ndarray]) -> None:
     estimate = estimate_degradation([hr[2::4, 2::4] for hr in set14_hr], 4)
     assert estimate.degradation.kind == "blur" and estimate.degradation.sigma <= 0.8
