@@ -30,6 +30,11 @@ def set14_hr() -> list[np.ndarray]:
     return [im[: im.shape[0] // 4 * 4, : im.shape[1] // 4 * 4] for im in images]
 
 
+def _bicubic_lr(hr: np.ndarray) -> np.ndarray:
+    lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].double(), scale=0.25)
+    return lr[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
 def _opencv_blur_decimate(hr: np.ndarray, sigma: float, scale: int, phase: int) -> np.ndarray:
     blurred = cv2.GaussianBlur(hr.astype(np.float64), (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     return np.clip(np.round(blurred[phase::scale, phase::scale]), 0, 255).astype(np.uint8)
@@ -70,11 +75,21 @@ def test_estimate_finds_point_sampling_in_nearest_neighbour_frames(set14_hr: lis
 
 
 def test_estimate_keeps_bicubic_for_bicubic_frames(set14_hr: list[np.ndarray]) -> None:
-    frames = []
-    for hr in set14_hr:
-        lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].double(), scale=0.25)
-        frames.append(lr[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
-    assert estimate_degradation(frames, 4).degradation == BICUBIC
+    assert estimate_degradation([_bicubic_lr(hr) for hr in set14_hr], 4).degradation == BICUBIC
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
+def test_estimate_survives_jpeg_compression(set14_hr: list[np.ndarray]) -> None:
+    # Footage is compressed: quality 75 JPEG must not turn bicubic into a blur or hide point sampling.
+    bicubic = [_bicubic_lr(hr) for hr in set14_hr]
+    assert estimate_degradation([_jpeg(f, 75) for f in bicubic], 4).degradation == BICUBIC
+    nearest = estimate_degradation([_jpeg(np.ascontiguousarray(hr[2::4, 2::4]), 75) for hr in set14_hr], 4)
+    assert nearest.degradation.kind == "blur" and nearest.degradation.sigma <= 0.8
 
 
 @pytest.mark.parametrize("sigma", [2.4, 3.2])
