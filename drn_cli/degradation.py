@@ -186,14 +186,17 @@ class DegradationEstimate:
     #: How far each candidate's re-down-scaled sharpness lies from the frames' own (lower: closer).
     mismatch: dict[str, float]
     frames_used: int
+    #: The chosen blur is the widest tried: the frames may be blurrier still (e.g. already upscaled).
+    at_widest: bool = False
 
     def describe(self, scale: int) -> str:
         """One line for the run's notes."""
         best_blur = min((k for k in self.mismatch if k != "bicubic"), key=self.mismatch.__getitem__)
+        widest = "; the widest blur tried, the frames may be blurrier still" if self.at_widest else ""
         return (
             f"estimated from {self.frames_used} frame(s): {self.degradation.describe(scale)} "
             f"(sharpness mismatch {self.mismatch[str(self.degradation)]:.3f}; bicubic {self.mismatch['bicubic']:.3f}, "
-            f"best blur {best_blur} {self.mismatch[best_blur]:.3f})"
+            f"best blur {best_blur} {self.mismatch[best_blur]:.3f}{widest})"
         )
 
 
@@ -231,4 +234,5 @@ def estimate_degradation(
     mismatch = {k: (v if math.isfinite(v) else math.inf) for k, v in mismatch.items()}
     best = min(candidates[1:], key=lambda c: mismatch[str(c)])
     chosen = best if mismatch[str(best)] + margin < mismatch["bicubic"] else BICUBIC
-    return DegradationEstimate(chosen, mismatch, len(usable))
+    at_widest = chosen.kind == "blur" and chosen.sigma == max(sigmas)
+    return DegradationEstimate(chosen, mismatch, len(usable), at_widest)

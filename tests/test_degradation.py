@@ -99,6 +99,13 @@ def test_estimate_measures_the_width_of_a_gaussian_blur(set14_hr: list[np.ndarra
     assert estimate.degradation.kind == "blur"
     assert abs(estimate.degradation.sigma - sigma) <= 0.4
     assert "then x4 decimation" in estimate.describe(4)
+    assert not estimate.at_widest
+
+
+def test_frames_blurrier_than_every_candidate_are_flagged(set14_hr: list[np.ndarray]) -> None:
+    estimate = estimate_degradation([_opencv_blur_decimate(hr, 3.2, 4, 2) for hr in set14_hr], 4, sigmas=[0, 1, 2])
+    assert estimate.degradation == Degradation("blur", 2.0) and estimate.at_widest
+    assert "the widest blur tried" in estimate.describe(4)
 
 
 def test_estimate_refuses_frames_too_small_or_flat() -> None:
