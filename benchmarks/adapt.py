@@ -11,7 +11,9 @@ LR versions are made, the first two of which the bicubic-trained model has never
   change nothing.
 
 For each degradation the model is adapted with :func:`drn_cli.adapt.adapt` using *only* that
-degradation's LR images (all sets together) as unpaired data, no HR. The HR images are used for
+degradation's LR images (all sets together) as unpaired data, no HR; with ``--unpaired-sets`` the
+unpaired data are instead other images (e.g. BSDS200) degraded the same way, so the evaluated images
+are never seen. The HR images are used for
 scoring only: PSNR/SSIM on Y with a border of ``s`` pixels shaved (:func:`drn_cli.evaluate.evaluate`)
 before and after, on the degraded sets and on the clean MATLAB-bicubic LR of the shared benchmarks.
 The LR images and runs live in a temporary folder (``--work`` to keep them).
@@ -20,6 +22,7 @@ The LR images and runs live in a temporary folder (``--work`` to keep them).
     python benchmarks/adapt.py --model drn-tiny-x4 --steps 300 --json-out adapt.json
     python benchmarks/adapt.py --model M --paired ../shared/data/train/T91    # HR paired set instead
     python benchmarks/adapt.py --model drn-tiny-x8 --scale 8 --sets Set5 Set14   # B100 has no x8 LR
+    python benchmarks/adapt.py --model drn-tiny-x4 --unpaired-sets BSDS200   # adapt on other images
 
 The results and what they mean are in ``benchmarks/RESULTS.md`` (section "drn adapt").
 """
@@ -74,17 +77,22 @@ def degrade(hr: np.ndarray, scale: int, kind: str, sigma: float = BLUR_SIGMA) ->
     raise ValueError(f"unknown degradation {kind!r}")
 
 
+def hr_folder(name: str) -> Path:
+    """The HR images of a shared set: a benchmark (``Set5``, ...) or a training set (``T91``, ``BSDS200``)."""
+    benchmark = SHARED / "data" / "benchmark" / name / "HR"
+    return benchmark if benchmark.is_dir() else SHARED / "data" / "train" / name
+
+
 def make_degraded_sets(
-    sets: list[str], scale: int, kind: str, work: Path, sigma: float = BLUR_SIGMA
+    sets: list[str], scale: int, kind: str, folder: Path, sigma: float = BLUR_SIGMA
 ) -> dict[str, EvalDataset]:
-    """Write the ``kind`` LR images of every set under ``work/kind/<set>/``; evaluation sets pairing them with HR."""
+    """Write the ``kind`` LR images of every set under ``folder/<set>/``; evaluation sets pairing them with HR."""
     out: dict[str, EvalDataset] = {}
     for name in sets:
-        hr_dir = SHARED / "data" / "benchmark" / name / "HR"
-        lr_dir = work / kind / name
+        lr_dir = folder / name
         lr_dir.mkdir(parents=True, exist_ok=True)
         samples = []
-        for hr_path in list_images(hr_dir):
+        for hr_path in list_images(hr_folder(name)):
             hr = read_rgb(hr_path)
             h, w = hr.shape[:2]
             lr = degrade(hr[: h - h % scale, : w - w % scale], scale, kind, sigma)
@@ -106,6 +114,12 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     parser.add_argument("--degradations", nargs="+", default=list(DEGRADATIONS), choices=DEGRADATIONS)
+    parser.add_argument(
+        "--unpaired-sets",
+        nargs="+",
+        default=[],
+        help="adapt on these sets' degraded LR instead of the evaluated ones (e.g. BSDS200: held-out footage)",
+    )
     defaults = AdaptOptions()
     parser.add_argument(
         "--degradation",
@@ -147,6 +161,7 @@ def main() -> None:
         "model": args.model,
         "scale": args.scale,
         "blur_sigma": args.blur_sigma,
+        "unpaired_sets": args.unpaired_sets or args.sets,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
@@ -154,10 +169,14 @@ def main() -> None:
     }
     rows = []
     for kind in args.degradations:
-        sets = make_degraded_sets(args.sets, args.scale, kind, work, args.blur_sigma)
+        sets = make_degraded_sets(args.sets, args.scale, kind, work / kind, args.blur_sigma)
+        unpaired = work / kind
+        if args.unpaired_sets:  # held-out footage: adapt on other images with the same degradation
+            unpaired = work / f"{kind}-unpaired"
+            make_degraded_sets(args.unpaired_sets, args.scale, kind, unpaired, args.blur_sigma)
         before = {s: score(base, ds, args.scale) for s, ds in sets.items()}
         options = AdaptOptions(
-            unpaired=[str(work / kind)],
+            unpaired=[str(unpaired)],
             scale=args.scale,
             model=args.model if not is_file else "drn-s",
             weights=args.model if is_file else None,

@@ -174,8 +174,35 @@ def _sharpness(images: Sequence[torch.Tensor]) -> float:
 
 
 def min_estimation_side(scale: int) -> int:
-    """The shorter side a frame needs to take part in :func:`estimate_degradation`."""
-    return _MIN_OUT_SIDE * scale
+    """The shorter side a frame needs to take part in :func:`estimate_degradation` at ``scale``.
+
+    Frames are re-down-scaled by ``scale`` itself when they are this large, and otherwise by the
+    largest smaller power of two they allow (down to 2).
+    """
+    return _MIN_OUT_SIDE * 2
+
+
+def _factor(frames: Sequence[np.ndarray], scale: int) -> int:
+    """The re-down-scaling factor: ``scale``, or the largest smaller power of two some frame allows (0: none)."""
+    largest = max((min(f.shape[:2]) for f in frames), default=0)
+    factor = scale
+    while factor >= 2:
+        if largest >= _MIN_OUT_SIDE * factor:
+            return factor
+        factor //= 2
+    return 0
+
+
+def _at_factor(candidate: Degradation, scale: int, factor: int) -> Degradation:
+    """The candidate as applied at a re-down-scaling ``factor`` smaller than ``scale``.
+
+    Frames blurred by sigma then decimated by ``scale`` carry a blur of ``sigma / scale`` of their own
+    pixels; re-down-scaling by ``factor`` keeps that self-similar for a Gaussian of
+    ``sigma / scale * sqrt(factor**2 - 1)``. Bicubic stays bicubic (its kernel scales with the factor).
+    """
+    if factor == scale or candidate.kind == "bicubic":
+        return candidate
+    return Degradation("blur", candidate.sigma / scale * math.sqrt(factor**2 - 1))
 
 
 @dataclass(frozen=True)
@@ -188,13 +215,16 @@ class DegradationEstimate:
     frames_used: int
     #: The chosen blur is the widest tried: the frames may be blurrier still (e.g. already upscaled).
     at_widest: bool = False
+    #: The factor the frames were re-down-scaled by: the scale, or less for frames too small for it.
+    factor: int = 0
 
     def describe(self, scale: int) -> str:
         """One line for the run's notes."""
         best_blur = min((k for k in self.mismatch if k != "bicubic"), key=self.mismatch.__getitem__)
         widest = "; the widest blur tried, the frames may be blurrier still" if self.at_widest else ""
+        factor = f" re-down-scaled x{self.factor} (too small for x{scale})" if 0 < self.factor < scale else ""
         return (
-            f"estimated from {self.frames_used} frame(s): {self.degradation.describe(scale)} "
+            f"estimated from {self.frames_used} frame(s){factor}: {self.degradation.describe(scale)} "
             f"(sharpness mismatch {self.mismatch[str(self.degradation)]:.3f}; bicubic {self.mismatch['bicubic']:.3f}, "
             f"best blur {best_blur} {self.mismatch[best_blur]:.3f}{widest})"
         )
@@ -210,17 +240,19 @@ def estimate_degradation(
 ) -> DegradationEstimate:
     """Estimate how uint8 RGB ``frames`` were down-scaled by ``scale`` (see the module docstring).
 
-    ``sigmas``: the Gaussian widths to try (default ``SIGMA_STEPS`` times ``scale``). Uses up to
-    ``max_frames`` frames (spread evenly) whose shorter side is at least
-    :func:`min_estimation_side`, centre-cropped to 512 pixels. Returns bicubic unless a Gaussian
+    ``sigmas``: the Gaussian widths to try (default ``SIGMA_STEPS`` times ``scale``). The frames are
+    re-down-scaled by ``scale`` when some are at least 8 x ``scale`` pixels on their shorter side,
+    else by the largest power of two that allows (see :func:`_at_factor`); up to ``max_frames`` of
+    the frames large enough (spread evenly) are used, centre-cropped to 512 pixels. Returns bicubic unless a Gaussian
     candidate's mismatch is lower by more than ``margin``. Raises :class:`InputError` when no frame
     is large enough or the frames are flat.
     """
-    usable = [f for f in frames if min(f.shape[:2]) >= min_estimation_side(scale)]
-    if not usable:
+    factor = _factor(frames, scale)
+    if factor == 0:
         raise InputError(
             f"no frame is large enough to estimate the degradation (need {min_estimation_side(scale)} pixels)"
         )
+    usable = [f for f in frames if min(f.shape[:2]) >= _MIN_OUT_SIDE * factor]
     if len(usable) > max_frames:
         usable = [usable[int(i)] for i in np.linspace(0, len(usable) - 1, max_frames)]
     lumas = [_luma(f) for f in usable]
@@ -230,9 +262,12 @@ def estimate_degradation(
     if sigmas is None:
         sigmas = [round(step * scale, 2) for step in SIGMA_STEPS]
     candidates = [BICUBIC, *(Degradation("blur", float(s)) for s in sigmas)]
-    mismatch = {str(c): abs(_sharpness([c.apply(y, scale) for y in lumas]) - own) for c in candidates}
+    mismatch = {
+        str(c): abs(_sharpness([_at_factor(c, scale, factor).apply(y, factor) for y in lumas]) - own)
+        for c in candidates
+    }
     mismatch = {k: (v if math.isfinite(v) else math.inf) for k, v in mismatch.items()}
     best = min(candidates[1:], key=lambda c: mismatch[str(c)])
     chosen = best if mismatch[str(best)] + margin < mismatch["bicubic"] else BICUBIC
     at_widest = chosen.kind == "blur" and chosen.sigma == max(sigmas)
-    return DegradationEstimate(chosen, mismatch, len(usable), at_widest)
+    return DegradationEstimate(chosen, mismatch, len(usable), at_widest, factor)

@@ -167,8 +167,8 @@ def test_frames_too_small_to_estimate_keep_the_model_duals(tmp_path: Path, tiny_
     small_frames = tmp_path / "small"
     small_frames.mkdir()
     for i, path in enumerate(sorted(frame_dir.glob("*.png"))[:3]):
-        Image.open(path).crop((100, 80, 124, 104)).save(small_frames / f"{i}.png")  # 24 px < 8 * scale
-    result = adapt(small(tmp_path / "run", [small_frames], tiny_model, patch_size=16, steps=2))
+        Image.open(path).crop((100, 80, 114, 94)).save(small_frames / f"{i}.png")  # 14 px: < 16 even at x2
+    result = adapt(small(tmp_path / "run", [small_frames], tiny_model, patch_size=8, steps=2))
     assert result.finished
     assert "degradation: not estimated (no frame is large enough to estimate the degradation" in result.notes[2]
     assert result.notes[3] == f"dual blocks: from {tiny_model}"

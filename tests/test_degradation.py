@@ -102,6 +102,16 @@ def test_estimate_measures_the_width_of_a_gaussian_blur(set14_hr: list[np.ndarra
     assert not estimate.at_widest
 
 
+def test_frames_too_small_for_the_scale_are_measured_at_a_smaller_factor(set14_hr: list[np.ndarray]) -> None:
+    # x8 LR frames of at most 60 pixels cannot be down-scaled x8 once more (8 pixels left); x4 can.
+    hr8 = [hr[: hr.shape[0] // 8 * 8, : hr.shape[1] // 8 * 8] for hr in set14_hr]
+    blurred = estimate_degradation([_opencv_blur_decimate(hr, 1.6, 8, 4)[:60, :60] for hr in hr8], 8)
+    assert blurred.factor == 4 and "re-down-scaled x4 (too small for x8)" in blurred.describe(8)
+    assert blurred.degradation.kind == "blur" and abs(blurred.degradation.sigma - 1.6) <= 0.4
+    nearest = estimate_degradation([np.ascontiguousarray(hr[4::8, 4::8][:60, :60]) for hr in hr8], 8)
+    assert nearest.degradation.kind == "blur" and nearest.degradation.sigma <= 0.8
+
+
 def test_frames_blurrier_than_every_candidate_are_flagged(set14_hr: list[np.ndarray]) -> None:
     estimate = estimate_degradation([_opencv_blur_decimate(hr, 3.2, 4, 2) for hr in set14_hr], 4, sigmas=[0, 1, 2])
     assert estimate.degradation == Degradation("blur", 2.0) and estimate.at_widest
@@ -110,7 +120,7 @@ def test_frames_blurrier_than_every_candidate_are_flagged(set14_hr: list[np.ndar
 
 def test_estimate_refuses_frames_too_small_or_flat() -> None:
     with pytest.raises(InputError, match="large enough"):
-        estimate_degradation([np.zeros((20, 30, 3), np.uint8)], 4)
+        estimate_degradation([np.zeros((12, 30, 3), np.uint8)], 4)  # 16 pixels needed even at x2
     with pytest.raises(InputError, match="flat"):
         estimate_degradation([np.full((64, 64, 3), 77, np.uint8)], 4)
 
