@@ -11,7 +11,9 @@ looks as sharp, relative to its own pixel grid, as ``x`` does. Sharpness is meas
 ``log(sum |Laplacian|^2 / sum |gradient|^2)``, pooled over the frames: for a scale-invariant image
 this does not depend on the scale, only on how much the down-scaler attenuates and aliases the
 frequencies near the Nyquist limit. Every candidate ``K`` is scored by how far the sharpness of
-``K(x)`` lies from that of ``x``; the closest wins.
+``K(x)`` lies from that of ``x``; the closest wins. Frames too small to be down-scaled by the full
+scale once more (x8 frames under 64 pixels) are down-scaled by a smaller power of two, with the
+Gaussian that keeps the same self-similarity.
 
 Candidates: MATLAB's bicubic (what the models were trained on, and what their dual blocks imitate),
 and a Gaussian blur of standard deviation ``sigma`` (in input pixels) followed by decimation,
