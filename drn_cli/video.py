@@ -288,6 +288,10 @@ class _Decoder:
                         self._timestamps.put(stamp)
                     elif (tb := parse_showinfo_time_base(line)) is not None:
                         self.time_base = tb
+                    # The demuxer logs from its own thread; its message can land inside a showinfo
+                    # line, without its "[error]" prefix.
+                    if (report := _truncation_report(line)) is not None:
+                        self.errors.append((self.frames_announced, report))
                     continue
                 if (message := parse_error_line(line)) is not None:
                     self.errors.append((self.frames_announced, message))
@@ -643,6 +647,18 @@ class _EndOfFrames:
     pass
 
 
+#: How ffmpeg's demuxers say that the input file ends before its data does.
+_TRUNCATION_PHRASES = ("File ended prematurely", "partial file", "Truncating")
+
+
+def _truncation_report(text: str) -> str | None:
+    """The truncation message in ``text`` (from its phrase to the end), or None."""
+    for phrase in _TRUNCATION_PHRASES:
+        if (at := text.find(phrase)) >= 0:
+            return text[at:].strip()
+    return None
+
+
 @dataclass
 class _DecodeStatus:
     frames: int = 0
@@ -657,9 +673,11 @@ class _DecodeStatus:
         """Why the input counts as corrupt, or None.
 
         Errors before the first frame are tolerated: streams cut mid-GOP (TS recordings)
-        routinely start with undecodable frames.
+        routinely start with undecodable frames. A demuxer's report that the file ends early is
+        not: ffmpeg's demuxer runs ahead of the decoder in its own thread, so it can log
+        "File ended prematurely" before the first frame is announced.
         """
-        late = [m for n, m in self.errors if n > 0]
+        late = [m for n, m in self.errors if n > 0 or (self.frames > 0 and _truncation_report(m))]
         if late:
             return late[0]
         if self.rc != 0:

@@ -472,6 +472,23 @@ def test_unusable_output(clips: dict[str, Path], tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_truncation_reported_before_the_first_frame_still_counts() -> None:
+    # ffmpeg's demuxer thread can log the truncation before the first frame is announced.
+    from drn_cli.video import _DecodeStatus, _truncation_report
+
+    # A line captured from ffmpeg 7: the demuxer's message landed inside a showinfo line, unprefixed.
+    line = (
+        "[Parsed_showinfo_0 @ 0x7fae6c002000] [info] n:  35 pts:   1400 pts_time:1.4     duration:     40 "
+        "duration_time:0.04    fmt:yuv420p cl:left sar:1/1 s:64x48 i:P iskey:0 type:P File ended prematurely"
+    )
+    assert _truncation_report(line) == "File ended prematurely"
+    assert _truncation_report(line.removesuffix(" File ended prematurely")) is None
+    truncated = _DecodeStatus(frames=50, errors=[(0, "File ended prematurely")])
+    assert truncated.corruption() == "File ended prematurely"
+    mid_gop = _DecodeStatus(frames=50, errors=[(0, "non-existing PPS 0 referenced")])
+    assert mid_gop.corruption() is None  # a stream cut mid-GOP starts with harmless errors
+
+
 def test_truncated_input(tmp_path: Path) -> None:
     full = tmp_path / "full.mkv"
     ff("-f", "lavfi", "-i", "testsrc2=s=64x48:r=25:d=4", "-f", "lavfi", "-i", "sine=d=4", "-c:v", "libx264",
