@@ -252,6 +252,8 @@ def test_cli_adapt_then_upscale(tmp_path: Path, tiny_model: Path, capsys: pytest
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["finished"] and summary["step"] == 3
+    # The notes (paired data, estimated degradation, dual blocks) are in the JSON result too.
+    assert any(n.startswith("degradation: estimated from 4 frame(s)") for n in summary["notes"])
     assert "paired data: synthetic pairs" in captured.err
     assert json.loads((run / "config.json").read_text())["options"]["dual_weight"] == 0.5
 

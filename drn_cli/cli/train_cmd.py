@@ -122,6 +122,7 @@ def run_training(fn, options, reporter: Reporter) -> None:
         "samples_per_s": round(result.samples_per_s, 2),
         "best_psnr": result.best_psnr,
         "best_step": result.best_step,
+        "notes": list(result.notes),
     }
     if _is_main_process():
         reporter.emit(summary)
