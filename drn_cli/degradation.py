@@ -45,7 +45,6 @@ __all__ = [
     "DegradationEstimate",
     "estimate_degradation",
     "gaussian_downscale",
-    "min_estimation_side",
     "parse_degradation",
 ]
 
@@ -54,7 +53,8 @@ __all__ = [
 SIGMA_STEPS = tuple(round(0.05 * i, 2) for i in range(21))
 #: A Gaussian candidate must match this much better than bicubic to replace it.
 MARGIN = 0.1
-#: The sharpness measure needs this many pixels on the twice-down-scaled side.
+#: The sharpness measure needs this many pixels on the re-down-scaled side (so frames need at least
+#: this times the re-down-scaling factor, which is the scale or a smaller power of two down to 2).
 _MIN_OUT_SIDE = 8
 #: Frames are centre-cropped to at most this side before measuring (enough statistics, bounded cost).
 _MAX_SIDE = 512
@@ -175,15 +175,6 @@ def _sharpness(images: Sequence[torch.Tensor]) -> float:
     return math.log(max(lap, 1e-12) / grad)
 
 
-def min_estimation_side(scale: int) -> int:
-    """The shorter side a frame needs to take part in :func:`estimate_degradation` at ``scale``.
-
-    Frames are re-down-scaled by ``scale`` itself when they are this large, and otherwise by the
-    largest smaller power of two they allow (down to 2).
-    """
-    return _MIN_OUT_SIDE * 2
-
-
 def _factor(frames: Sequence[np.ndarray], scale: int) -> int:
     """The re-down-scaling factor: ``scale``, or the largest smaller power of two some frame allows (0: none)."""
     largest = max((min(f.shape[:2]) for f in frames), default=0)
@@ -251,9 +242,7 @@ def estimate_degradation(
     """
     factor = _factor(frames, scale)
     if factor == 0:
-        raise InputError(
-            f"no frame is large enough to estimate the degradation (need {min_estimation_side(scale)} pixels)"
-        )
+        raise InputError(f"no frame is large enough to estimate the degradation (need {_MIN_OUT_SIDE * 2} pixels)")
     usable = [f for f in frames if min(f.shape[:2]) >= _MIN_OUT_SIDE * factor]
     if len(usable) > max_frames:
         usable = [usable[int(i)] for i in np.linspace(0, len(usable) - 1, max_frames)]
