@@ -49,7 +49,7 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from drn_cli.adapt import ADAPTED_NAME, AdaptOptions, adapt  # noqa: E402
-from drn_cli.bicubic import imresize  # noqa: E402
+from drn_cli.bicubic import imresize_uint8  # noqa: E402
 from drn_cli.datasets import EvalDataset, EvalSample, list_images, load_eval_dataset, read_rgb  # noqa: E402
 from drn_cli.evaluate import evaluate  # noqa: E402
 from drn_cli.loading import load_model  # noqa: E402
@@ -68,8 +68,7 @@ def degrade(hr: np.ndarray, scale: int, kind: str, sigma: float = BLUR_SIGMA) ->
     if kind == "nearest":
         return np.ascontiguousarray(hr[phase::scale, phase::scale])
     if kind == "bicubic":  # the control: the degradation the model was trained on
-        lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].double(), scale=1.0 / scale)
-        return lr[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+        return imresize_uint8(hr, scale=1.0 / scale)
     if kind == "blur":
         size = BLUR_SIZE if sigma == BLUR_SIGMA else 2 * math.ceil(3 * sigma) + 1
         blurred = cv2.GaussianBlur(hr.astype(np.float64), (size, size), sigma, borderType=cv2.BORDER_REFLECT_101)

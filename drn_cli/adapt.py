@@ -483,7 +483,9 @@ def _prepare_dual(
     def stage(text: str) -> Callable[[int, int], None] | None:
         if progress is None:
             return None
-        return lambda done, total: progress(ProgressInfo(done, total, {}, 0.0, 0.0, 0, stage=text))
+        return lambda done, total: progress(
+            ProgressInfo(step=done, total=total, losses={}, lr=0.0, samples_per_s=0.0, skipped=0, stage=text)
+        )
 
     target: Degradation | None
     if choice == "auto":

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .bicubic import imresize
 from .errors import InputError
+from .metrics import rgb_to_y
 
 __all__ = [
     "BICUBIC",
@@ -59,7 +60,6 @@ _MIN_OUT_SIDE = 8
 #: Frames are centre-cropped to at most this side before measuring (enough statistics, bounded cost).
 _MAX_SIDE = 512
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
-_LUMA = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64) / 255.0
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,7 @@ def _luma(frame: np.ndarray) -> torch.Tensor:
     """A centre crop (at most ``_MAX_SIDE``) of a uint8 RGB frame as a 1 x 1 x H x W float64 luma tensor."""
     h, w = frame.shape[:2]
     top, left = max(0, (h - _MAX_SIDE) // 2), max(0, (w - _MAX_SIDE) // 2)
-    crop = torch.from_numpy(np.ascontiguousarray(frame[top : top + _MAX_SIDE, left : left + _MAX_SIDE, :3]))
-    return (crop.to(torch.float64) @ _LUMA)[None, None]
+    return torch.from_numpy(rgb_to_y(frame[top : top + _MAX_SIDE, left : left + _MAX_SIDE, :3]))[None, None]
 
 
 def _energies(image: torch.Tensor) -> tuple[float, float]:

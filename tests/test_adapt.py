@@ -206,7 +206,6 @@ _RANK_SCRIPT = """
 import json, os, sys
 from drn_cli.adapt import AdaptOptions, adapt
 from drn_cli.checkpoint import save_model
-from drn_cli.degradation import Degradation, gaussian_downscale
 result = adapt(AdaptOptions(**json.loads(sys.argv[1])))
 mods = result.modules
 save_model(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.safetensors"), mods["primal"], mods["dual"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from drn_cli.bicubic import imresize
+from drn_cli.bicubic import imresize_uint8
 from drn_cli.datasets import list_images, read_rgb
 from drn_cli.degradation import BICUBIC, Degradation, estimate_degradation, gaussian_downscale, parse_degradation
 from drn_cli.errors import InputError
@@ -28,11 +28,6 @@ SET14_HR = SHARED / "data" / "benchmark" / "Set14" / "HR"
 def set14_hr() -> list[np.ndarray]:
     images = [read_rgb(p) for p in list_images(Path(SET14_HR))]
     return [im[: im.shape[0] // 4 * 4, : im.shape[1] // 4 * 4] for im in images]
-
-
-def _bicubic_lr(hr: np.ndarray) -> np.ndarray:
-    lr = imresize(torch.from_numpy(hr).permute(2, 0, 1)[None].double(), scale=0.25)
-    return lr[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
 
 def _opencv_blur_decimate(hr: np.ndarray, sigma: float, scale: int, phase: int) -> np.ndarray:
@@ -75,7 +70,7 @@ def test_estimate_finds_point_sampling_in_nearest_neighbour_frames(set14_hr: lis
 
 
 def test_estimate_keeps_bicubic_for_bicubic_frames(set14_hr: list[np.ndarray]) -> None:
-    assert estimate_degradation([_bicubic_lr(hr) for hr in set14_hr], 4).degradation == BICUBIC
+    assert estimate_degradation([imresize_uint8(hr, scale=0.25) for hr in set14_hr], 4).degradation == BICUBIC
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -86,7 +81,7 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 
 def test_estimate_survives_jpeg_compression(set14_hr: list[np.ndarray]) -> None:
     # Footage is compressed: quality 75 JPEG must not turn bicubic into a blur or hide point sampling.
-    bicubic = [_bicubic_lr(hr) for hr in set14_hr]
+    bicubic = [imresize_uint8(hr, scale=0.25) for hr in set14_hr]
     assert estimate_degradation([_jpeg(f, 75) for f in bicubic], 4).degradation == BICUBIC
     nearest = estimate_degradation([_jpeg(np.ascontiguousarray(hr[2::4, 2::4]), 75) for hr in set14_hr], 4)
     assert nearest.degradation.kind == "blur" and nearest.degradation.sigma <= 0.8
